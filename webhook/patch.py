@@ -1,0 +1,192 @@
+"""Pod -> JSON patch: which images a pod has, what to do with each, and the ops that do it.
+
+Pure. The ops only ``replace`` an image string that exists and ``add`` what may be missing (``add`` replaces an
+existing object member too), never ``test`` or ``remove``: a patch that fails to apply makes the API server reject
+the pod even with ``failurePolicy: Ignore``, so every op here applies to the object it was built from.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
+
+from webhook.reasons import Reason
+from webhook.rules import Decision, skip
+
+if TYPE_CHECKING:
+    from webhook.rules import Rules
+
+ANNOTATION_PREFIX: Final = "ecr-ptc-webhook/"
+ORIGINAL_IMAGES_ANNOTATION: Final = "ecr-ptc-webhook/original-images"
+"""JSON map of container name (``volumes/<name>`` for image volumes) -> the image before the rewrite."""
+OPT_OUT_ANNOTATION: Final = "ecr-ptc-webhook/rewrite"
+OPT_OUT_VALUE: Final = "disabled"
+"""``ecr-ptc-webhook/rewrite: disabled`` on a pod leaves all its images alone."""
+
+ContainerField = Literal["containers", "initContainers", "ephemeralContainers"]
+ImageField = Literal["containers", "initContainers", "ephemeralContainers", "volumes"]
+CONTAINER_FIELDS: Final[tuple[ContainerField, ...]] = ("initContainers", "containers", "ephemeralContainers")
+
+
+class PatchOperation(TypedDict):
+    """One RFC 6902 operation; only the two kinds this webhook ever emits."""
+
+    op: Literal["add", "replace"]
+    path: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSlot:
+    """Where an image sits in a pod spec: a container's ``image`` or an image volume's ``image.reference``."""
+
+    field: ImageField
+    index: int
+    name: str
+    image: str | None
+    """The value as found; ``None`` when missing or not a string (never patched)."""
+
+    @property
+    def key(self) -> str:
+        """Key in the original-images annotation: container names are DNS labels, so no ``/`` collides."""
+        return f"volumes/{self.name}" if self.field == "volumes" else self.name
+
+    def pointer(self, spec_path: str = "/spec") -> str:
+        """JSON pointer to the image string, below the pod spec at ``spec_path``."""
+        suffix = "image/reference" if self.field == "volumes" else "image"
+        return f"{spec_path}/{self.field}/{self.index}/{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDecision:
+    """One image of a pod and what the rules decided for it."""
+
+    slot: ImageSlot
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class PodPlan:
+    """Every image decision of one pod, and the patch that applies the rewrites."""
+
+    decisions: tuple[ImageDecision, ...]
+    patch: tuple[PatchOperation, ...] = field(default=())
+
+    @property
+    def rewrites(self) -> tuple[ImageDecision, ...]:
+        """The decisions that change an image."""
+        return tuple(item for item in self.decisions if item.decision.rewrites)
+
+
+def image_slots(spec: object, fields: tuple[ImageField, ...] = (*CONTAINER_FIELDS, "volumes")) -> Iterator[ImageSlot]:
+    """Every image of a pod spec, tolerating any shape: what is not a list of objects is passed over."""
+    if not isinstance(spec, Mapping):
+        return
+    for name in fields:
+        items = spec.get(name)
+        if not isinstance(items, list):
+            continue
+        for index, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                continue
+            if name == "volumes":
+                source = item.get("image")
+                if not isinstance(source, Mapping):
+                    continue  # not an image volume
+                image = source.get("reference")
+            else:
+                image = item.get("image")
+            item_name = item.get("name")
+            yield ImageSlot(
+                field=name,
+                index=index,
+                name=item_name if isinstance(item_name, str) else "",
+                image=image if isinstance(image, str) else None,
+            )
+
+
+def is_opted_out(metadata: object) -> bool:
+    """Whether pod metadata carries the opt-out annotation."""
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    return isinstance(annotations, Mapping) and annotations.get(OPT_OUT_ANNOTATION) == OPT_OUT_VALUE
+
+
+def decide_slots(slots: Iterator[ImageSlot], rules: Rules, *, opted_out: bool = False) -> tuple[ImageDecision, ...]:
+    """Decide every slot; an opted-out pod's images are all skipped with ``pod-opted-out``."""
+    decisions = []
+    for slot in slots:
+        image = slot.image if slot.image is not None else ""
+        if slot.image is None:
+            decision = skip(image, Reason.INVALID_REFERENCE)
+        elif opted_out:
+            decision = skip(image, Reason.POD_OPTED_OUT)
+        else:
+            decision = rules.decide(image)
+        decisions.append(ImageDecision(slot, decision))
+    return tuple(decisions)
+
+
+def plan_pod(pod: Mapping[str, Any], rules: Rules, *, ephemeral_only: Mapping[str, Any] | None = None) -> PodPlan:
+    """Plan the rewrite of a pod object.
+
+    With ``ephemeral_only`` (the old pod of a ``pods/ephemeralcontainers`` update), only ephemeral containers the
+    old pod did not have are considered, and no annotation is written: the API server keeps existing ephemeral
+    containers immutable and drops metadata changes on that subresource.
+    """
+    spec = pod.get("spec")
+    metadata = pod.get("metadata")
+    if ephemeral_only is None:
+        slots = image_slots(spec)
+    else:
+        existing = {slot.name for slot in image_slots(ephemeral_only.get("spec"), ("ephemeralContainers",))}
+        slots = (slot for slot in image_slots(spec, ("ephemeralContainers",)) if slot.name not in existing)
+    decisions = decide_slots(slots, rules, opted_out=is_opted_out(metadata))
+    rewrites = [item for item in decisions if item.decision.rewrites]
+    if not rewrites:
+        return PodPlan(decisions)
+    ops: list[PatchOperation] = [
+        {"op": "replace", "path": item.slot.pointer(), "value": item.decision.result} for item in rewrites
+    ]
+    if ephemeral_only is None:
+        ops.extend(_annotation_ops(metadata, {item.slot.key: item.decision.image for item in rewrites}))
+    return PodPlan(decisions, tuple(ops))
+
+
+def _annotation_ops(metadata: object, originals: dict[str, str]) -> list[PatchOperation]:
+    """Ops recording ``originals``, merged into any record an earlier invocation left."""
+    if not isinstance(metadata, Mapping):
+        return [
+            {"op": "add", "path": "/metadata", "value": {"annotations": {ORIGINAL_IMAGES_ANNOTATION: _dump(originals)}}}
+        ]
+    annotations = metadata.get("annotations")
+    if not isinstance(annotations, Mapping):
+        value = {ORIGINAL_IMAGES_ANNOTATION: _dump(originals)}
+        return [{"op": "add", "path": "/metadata/annotations", "value": value}]
+    merged = {**_load_originals(annotations.get(ORIGINAL_IMAGES_ANNOTATION)), **originals}
+    return [
+        {"op": "add", "path": f"/metadata/annotations/{_escape(ORIGINAL_IMAGES_ANNOTATION)}", "value": _dump(merged)}
+    ]
+
+
+def _load_originals(raw: object) -> dict[str, str]:
+    """The map an earlier invocation recorded; anything unreadable counts as empty (it is ours to overwrite)."""
+    if not isinstance(raw, str):
+        return {}
+    try:
+        loaded = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(loaded, dict):
+        return {}
+    return {key: value for key, value in loaded.items() if isinstance(key, str) and isinstance(value, str)}
+
+
+def _dump(originals: Mapping[str, str]) -> str:
+    return json.dumps(dict(originals), sort_keys=True, separators=(",", ":"))
+
+
+def _escape(token: str) -> str:
+    """Escape one JSON pointer reference token (RFC 6901): ``~`` first, then ``/``."""
+    return token.replace("~", "~0").replace("/", "~1")

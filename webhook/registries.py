@@ -1,0 +1,120 @@
+"""Facts about registries, as data: the tier table, Docker Hub aliases, ECR host patterns, unsupported upstreams.
+
+Code reads these tables; it never repeats a host name, account or prefix of its own.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final, Literal
+
+TierKind = Literal["default", "opt-in"]
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """One upstream registry that an ECR pull-through cache rule can front."""
+
+    name: str
+    """The tier's name in the config (`tiers: [quay, k8s]`) and in metrics."""
+    hosts: tuple[str, ...]
+    """Registry hosts (lowercase) whose images this tier rewrites."""
+    default_prefix: str
+    """ECR repository prefix of the cache rule, unless the config's `prefixes` says otherwise."""
+    kind: TierKind
+    """`default` tiers need no credentials; `opt-in` tiers need a Secrets Manager secret."""
+    upstream_registry: str
+    """ECR's `upstreamRegistry` enum value for CreatePullThroughCacheRule."""
+    upstream_registry_url: str
+    """ECR's `upstreamRegistryUrl` for CreatePullThroughCacheRule."""
+    official_namespace: str | None = None
+    """Namespace of one-component names (`nginx` is `library/nginx` on Docker Hub)."""
+
+    @property
+    def needs_credentials(self) -> bool:
+        """Whether ECR requires a Secrets Manager credential for this tier's cache rule."""
+        return self.kind == "opt-in"
+
+
+TIERS: Final[tuple[Tier, ...]] = (
+    Tier("quay", ("quay.io",), "quay", "default", "quay", "quay.io"),
+    Tier("k8s", ("registry.k8s.io",), "k8s", "default", "k8s", "registry.k8s.io"),
+    Tier(
+        "docker-hub",
+        ("docker.io", "index.docker.io", "registry-1.docker.io"),
+        "docker-hub",
+        "opt-in",
+        "docker-hub",
+        "registry-1.docker.io",
+        official_namespace="library",
+    ),
+    Tier("ghcr", ("ghcr.io",), "ghcr", "opt-in", "github-container-registry", "ghcr.io"),
+    Tier(
+        "gitlab",
+        ("registry.gitlab.com",),
+        "gitlab",
+        "opt-in",
+        "gitlab-container-registry",
+        "registry.gitlab.com",
+    ),
+)
+"""Every tier this product knows, in the order users read them."""
+
+TIERS_BY_NAME: Final[dict[str, Tier]] = {tier.name: tier for tier in TIERS}
+TIER_BY_HOST: Final[dict[str, Tier]] = {host: tier for tier in TIERS for host in tier.hosts}
+DEFAULT_TIERS: Final[tuple[str, ...]] = tuple(tier.name for tier in TIERS if tier.kind == "default")
+
+DOCKER_HUB_DOMAIN: Final = "docker.io"
+"""The domain distribution/reference gives names without one."""
+DOCKER_HUB_LEGACY_DOMAIN: Final = "index.docker.io"
+"""Normalised to `docker.io` by distribution/reference."""
+DOCKER_HUB_OFFICIAL_NAMESPACE: Final = "library"
+LOCALHOST: Final = "localhost"
+
+PUBLIC_ECR_HOST: Final = "public.ecr.aws"
+
+ECR_HOST_PATTERN: Final = re.compile(
+    r"(?P<account>[0-9]{12})\.dkr[.-]ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\."
+    r"(?:amazonaws\.com(?:\.cn)?|on\.aws|sc2s\.sgov\.gov|c2s\.ic\.gov)",
+    re.ASCII,
+)
+"""Private ECR hosts: `<account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]`, dual-stack `dkr-ecr.<region>.on.aws`."""
+
+EKS_ADDON_ACCOUNTS: Final[frozenset[str]] = frozenset(
+    {
+        "602401143452",  # most commercial regions
+        "877085696533",  # af-south-1
+        "800184023465",  # ap-east-1
+        "900889452093",  # ap-southeast-3
+        "296578399912",  # ap-southeast-4
+        "491585149902",  # ca-west-1
+        "455263428327",  # eu-central-2
+        "590381155156",  # eu-south-1
+        "900612956339",  # eu-south-2
+        "066635153087",  # il-central-1
+        "759879836304",  # me-central-1
+        "558608220178",  # me-south-1
+        "918309763551",  # cn-north-1
+        "961992271922",  # cn-northwest-1
+        "151742754352",  # us-gov-east-1
+        "013241004608",  # us-gov-west-1
+    }
+)
+"""AWS accounts that serve EKS add-on images (CoreDNS, kube-proxy, VPC CNI...): AWS-owned, never cached."""
+
+UNSUPPORTED_UPSTREAM_HOSTS: Final[frozenset[str]] = frozenset({"gcr.io", "k8s.gcr.io"})
+UNSUPPORTED_UPSTREAM_SUFFIXES: Final[tuple[str, ...]] = (".gcr.io", ".pkg.dev")
+"""Google Container Registry and Artifact Registry: ECR pull-through cache cannot front them."""
+
+ECR_REPOSITORY_NAME_MAX: Final = 256
+"""ECR's limit on a repository name (`prefix/path`)."""
+REFERENCE_PATH_MAX: Final = 255
+"""distribution/reference's limit on a repository path."""
+
+ECR_PREFIX_PATTERN: Final = re.compile(
+    r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*", re.ASCII
+)
+"""ECR's `ecrRepositoryPrefix` pattern, without its trailing-slash and `ROOT` forms (we always name a prefix)."""
+ECR_PREFIX_MIN: Final = 2
+ECR_PREFIX_MAX: Final = 30

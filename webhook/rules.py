@@ -1,0 +1,129 @@
+"""The one decision function: what happens to an image, and why.
+
+``/mutate``, ``/audit``, ``explain``, ``audit`` and ``rewrite`` all call :meth:`Rules.decide`; nothing else decides.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal
+
+from webhook.exceptions import InvalidReferenceError
+from webhook.reasons import Reason
+from webhook.reference import ImageReference, parse
+from webhook.registries import (
+    ECR_HOST_PATTERN,
+    ECR_REPOSITORY_NAME_MAX,
+    EKS_ADDON_ACCOUNTS,
+    PUBLIC_ECR_HOST,
+    TIER_BY_HOST,
+    UNSUPPORTED_UPSTREAM_HOSTS,
+    UNSUPPORTED_UPSTREAM_SUFFIXES,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from webhook.config import Config
+
+Action = Literal["rewrite", "skip"]
+
+DECISION_CACHE_SIZE: Final = 8192
+"""Decisions kept per image string: pods of one cluster use a few hundred distinct images."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What happens to one image: ``rewrite`` to ``result``, or ``skip`` (``result`` is the image unchanged)."""
+
+    image: str
+    action: Action
+    result: str
+    reason: Reason
+    tier: str | None = None
+
+    @property
+    def rewrites(self) -> bool:
+        """Whether the image changes."""
+        return self.action == "rewrite"
+
+    def as_dict(self) -> dict[str, str | None]:
+        """The stable wire form used by `explain --output json`, audit and logs."""
+        return {
+            "image": self.image,
+            "action": self.action,
+            "result": self.result,
+            "reason": self.reason.value,
+            "tier": self.tier,
+        }
+
+
+def skip(image: str, reason: Reason, tier: str | None = None) -> Decision:
+    """A decision that leaves ``image`` as it is."""
+    return Decision(image=image, action="skip", result=image, reason=reason, tier=tier)
+
+
+class Rules:
+    """The rewrite rules compiled from a :class:`~webhook.config.Config`; decisions are cached per image string."""
+
+    def __init__(self, config: Config) -> None:
+        """Compile the enabled tiers and their prefixes from ``config``."""
+        self.config = config
+        self.registry = config.registry.lower()
+        self._prefix_by_tier = {name: config.prefix_for(name) for name in config.tiers}
+        self.decide: Callable[[str], Decision] = functools.lru_cache(maxsize=DECISION_CACHE_SIZE)(self._decide)
+
+    def _decide(self, image: str) -> Decision:
+        """Decide for one image string (uncached; use :attr:`decide`)."""
+        try:
+            reference = parse(image)
+        except InvalidReferenceError:
+            return skip(image, Reason.INVALID_REFERENCE)
+        return self.decide_reference(image, reference)
+
+    def decide_reference(self, image: str, reference: ImageReference) -> Decision:
+        """Decide for an already parsed reference (``image`` is the string as written)."""
+        host = reference.host
+        skipped = _skip_reason_for_host(host, self.registry)
+        if skipped is not None:
+            return skip(image, skipped)
+        tier = TIER_BY_HOST.get(host)
+        if tier is None:
+            return skip(image, Reason.NO_RULE)
+        prefix = self._prefix_by_tier.get(tier.name)
+        if prefix is None:
+            return skip(image, Reason.TIER_DISABLED, tier.name)
+        if reference.digest is not None and self.config.digests == "skip":
+            return skip(image, Reason.DIGEST_PINNED, tier.name)
+        path = reference.path
+        if tier.official_namespace is not None and "/" not in path:
+            # `registry-1.docker.io/nginx` is not normalised by the grammar; Docker Hub means `library/nginx`.
+            path = f"{tier.official_namespace}/{path}"
+        repository = f"{prefix}/{path}"
+        result = f"{self.config.registry}/{repository}{reference.suffix}"
+        if len(repository) > ECR_REPOSITORY_NAME_MAX or not _points_at(result, self.config.registry):
+            return skip(image, Reason.NAME_TOO_LONG, tier.name)
+        return Decision(image=image, action="rewrite", result=result, reason=Reason.REWRITTEN, tier=tier.name)
+
+
+def _skip_reason_for_host(host: str, registry: str) -> Reason | None:
+    """Registries that are never rewritten, whatever the tiers: AWS's own and those no cache can front."""
+    if host == registry:
+        return Reason.ALREADY_CACHED
+    if host == PUBLIC_ECR_HOST:
+        return Reason.PUBLIC_ECR
+    ecr = ECR_HOST_PATTERN.fullmatch(host)
+    if ecr is not None:
+        return Reason.EKS_ADDON_REGISTRY if ecr.group("account") in EKS_ADDON_ACCOUNTS else Reason.ECR_REGISTRY
+    if host in UNSUPPORTED_UPSTREAM_HOSTS or host.endswith(UNSUPPORTED_UPSTREAM_SUFFIXES):
+        return Reason.UPSTREAM_UNSUPPORTED
+    return None
+
+
+def _points_at(reference: str, registry: str) -> bool:
+    """Whether a rewritten reference parses, and to the cache registry (the guard on every rewrite)."""
+    try:
+        return parse(reference).domain == registry
+    except InvalidReferenceError:
+        return False
