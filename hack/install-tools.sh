@@ -44,8 +44,10 @@ pip_download() { # pip_download DIR SPEC
 
 install_kube_tools() {
   local want=() tool found
+  local -A check=([helm]="version" [kubectl]="version --client")
   for tool in helm kubectl; do
-    if found=$(on_path "$tool") && "$found" version --client >/dev/null 2>&1; then
+    # shellcheck disable=SC2086 # the check is words on purpose
+    if found=$(on_path "$tool") && "$found" ${check[$tool]} >/dev/null 2>&1; then
       if ! stamp_is "$tool" "path:$found"; then
         ln -sf "$found" "$BIN/$tool"
         stamp "$tool" "path:$found"
