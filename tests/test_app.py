@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING
+
+import pytest
+from fastapi.testclient import TestClient
+from reviews import make_pod, make_review
+
+from webhook.app import BODY_LIMIT, DEFAULT_DEADLINE, create_app, parse_timeout
+from webhook.metrics import Metrics
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from webhook.rules import Rules
+
+QUAY = "quay.io/prometheus/node-exporter:v1.8.2"
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+def client(rules: Rules, metrics: Metrics) -> Iterator[TestClient]:
+    with TestClient(create_app(rules, metrics=metrics)) as test_client:
+        yield test_client
+
+
+def test_mutate_answers_with_a_patch(client: TestClient) -> None:
+    body = make_review(make_pod(QUAY))
+    response = client.post("/mutate?timeout=10s", json=body)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    review = response.json()
+    assert review["response"]["uid"] == body["request"]["uid"]
+    assert review["response"]["patchType"] == "JSONPatch"
+
+
+def test_audit_answers_with_warnings(client: TestClient) -> None:
+    review = client.post("/audit", json=make_review(make_pod(QUAY))).json()
+    assert "patch" not in review["response"]
+    assert review["response"]["warnings"][0].startswith(f"{QUAY} -> ")
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "status", "message"),
+    [
+        (b"{}", {"Content-Type": "text/plain"}, 400, "is not application/json"),
+        (b"{}", {}, 400, "is not application/json"),
+        (b"", JSON, 400, "body is empty"),
+        (b"{not json", JSON, 400, "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, JSON, 400, "not valid JSON"),
+        (b'{"apiVersion": "v1", "kind": "Pod"}', JSON, 400, "expected apiVersion admission.k8s.io/v1"),
+        (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}', JSON, 400, "has no request"),
+    ],
+)
+def test_bad_requests_are_4xx_with_a_clear_message(
+    client: TestClient, content: bytes, headers: dict[str, str], status: int, message: str
+) -> None:
+    response = client.post("/mutate", content=content, headers=headers)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+
+
+def test_charset_parameter_is_accepted(client: TestClient) -> None:
+    content = json.dumps(make_review(make_pod(QUAY))).encode()
+    response = client.post("/mutate", content=content, headers={"Content-Type": "application/json; charset=utf-8"})
+    assert response.status_code == 200
+
+
+def test_declared_oversize_body_is_refused_before_reading(client: TestClient) -> None:
+    response = client.post("/mutate", content=b"{}", headers={**JSON, "Content-Length": str(BODY_LIMIT + 1)})
+    assert response.status_code == 413
+
+
+def test_streamed_oversize_body_is_refused_while_reading(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(8):
+            yield b" " * (1024 * 1024)
+
+    response = client.post("/mutate", content=chunks(), headers=JSON)
+    assert response.status_code == 413
+    assert "over the" in response.json()["error"]
+
+
+def test_health_readiness_and_metrics(rules: Rules, metrics: Metrics) -> None:
+    ready = [False]
+    app = create_app(rules, metrics=metrics, readiness=lambda: (ready[0], "no certificate loaded"))
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        not_ready = client.get("/readyz")
+        assert not_ready.status_code == 503
+        assert not_ready.json()["detail"] == "no certificate loaded"
+        ready[0] = True
+        assert client.get("/readyz").status_code == 200
+        client.post("/mutate", json=make_review(make_pod(QUAY, "gcr.io/x/y")))
+        client.post("/mutate", content=b"", headers=JSON)
+        text = client.get("/metrics").text
+    assert 'ecr_ptc_webhook_decisions_total{action="rewrite",mode="mutate",reason="rewritten",tier="quay"} 1.0' in text
+    assert 'reason="upstream-unsupported"' in text
+    assert 'ecr_ptc_webhook_errors_total{kind="bad_request"} 1.0' in text
+    assert 'ecr_ptc_webhook_requests_total{code="400",path="/mutate"} 1.0' in text
+    assert "ecr_ptc_webhook_request_duration_seconds_bucket" in text
+
+
+def test_each_decision_is_one_structured_log_line(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="webhook.decisions")
+    body = make_review(make_pod(QUAY, "gcr.io/x/y"))
+    client.post("/mutate", json=body)
+    records = [record for record in caplog.records if record.name == "webhook.decisions"]
+    assert [(r.container, r.original, r.reason, r.mode) for r in records] == [  # type: ignore[attr-defined]
+        ("c0", QUAY, "rewritten", "mutate"),
+        ("c1", "gcr.io/x/y", "upstream-unsupported", "mutate"),
+    ]
+    assert all(r.namespace == "apps" and r.pod == "web-7d4b9c8f6-" for r in records)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [
+        ("10s", 10.0),
+        ("3s", 3.0),
+        ("1m0s", 60.0),
+        ("1.5s", 1.5),
+        ("500ms", 0.5),
+        (None, DEFAULT_DEADLINE),
+        ("", DEFAULT_DEADLINE),
+        ("ten", DEFAULT_DEADLINE),
+        ("0s", DEFAULT_DEADLINE),
+        ("10", DEFAULT_DEADLINE),
+    ],
+)
+def test_timeout_parameter(raw: str | None, seconds: float) -> None:
+    assert parse_timeout(raw) == pytest.approx(seconds)
