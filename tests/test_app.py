@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from typing import TYPE_CHECKING
@@ -12,9 +13,11 @@ from webhook.app import BODY_LIMIT, DEFAULT_DEADLINE, create_app, parse_timeout
 from webhook.metrics import Metrics
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping, Sequence
 
-    from webhook.rules import Rules
+    from webhook.config import Config
+from webhook.reasons import Reason
+from webhook.rules import Decision, Rules
 
 QUAY = "quay.io/prometheus/node-exporter:v1.8.2"
 JSON = {"Content-Type": "application/json"}
@@ -137,3 +140,37 @@ def test_each_decision_is_one_structured_log_line(client: TestClient, caplog: py
 )
 def test_timeout_parameter(raw: str | None, seconds: float) -> None:
     assert parse_timeout(raw) == pytest.approx(seconds)
+
+
+class FakeVerifier:
+    """Stands in for the cache check: vetoes every rewrite of one image."""
+
+    def __init__(self, missing: str) -> None:
+        self.missing = missing
+        self.seen: list[list[str]] = []
+
+    async def vetoes(self, decisions: Sequence[Decision]) -> Mapping[str, Reason]:
+        self.seen.append([decision.image for decision in decisions])
+        return {self.missing: Reason.TARGET_MISSING}
+
+
+def test_verifier_vetoes_keep_the_original_image(rules: Rules, metrics: Metrics) -> None:
+    verifier = FakeVerifier(missing="nginx:1.27")
+    with TestClient(create_app(rules, metrics=metrics, verifier=verifier)) as client:
+        body = make_review(make_pod(QUAY, "nginx:1.27", "gcr.io/x/y"))
+        answer = client.post("/mutate", json=body).json()
+        text = client.get("/metrics").text
+    assert verifier.seen == [[QUAY, "nginx:1.27"]]  # only rewrites are checked
+    patch = json.loads(base64.b64decode(answer["response"]["patch"]))
+    assert [op["path"] for op in patch] == ["/spec/containers/0/image", "/metadata/annotations"]
+    assert 'reason="target-missing",tier="docker-hub"' in text
+
+
+def test_rules_provider_is_read_per_request(config: Config) -> None:
+    current = [Rules(config, available_tiers=frozenset())]
+    with TestClient(create_app(lambda: current[0])) as client:
+        first = client.post("/mutate", json=make_review(make_pod(QUAY))).json()
+        current[0] = Rules(config)
+        second = client.post("/mutate", json=make_review(make_pod(QUAY))).json()
+    assert "patch" not in first["response"]
+    assert "patch" in second["response"]

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from webhook.patch import ImageDecision
-    from webhook.rules import Rules
+    from webhook.reasons import Reason
+    from webhook.rules import Decision, Rules
 
 API_VERSION: Final = "admission.k8s.io/v1"
 KIND: Final = "AdmissionReview"
@@ -131,13 +132,14 @@ def parse_review(body: object) -> Review:
     )
 
 
-def review(request: Review, rules: Rules, mode: Mode) -> Outcome:
+def review(request: Review, rules: Rules, mode: Mode, vetoes: Mapping[str, Reason] | None = None) -> Outcome:
     """Answer one review: a patch for pod creations and ``kubectl debug``, warnings in audit mode.
 
+    ``vetoes`` (image -> reason) cancels rewrites an edge found unsafe, e.g. a target the cache cannot serve.
     Any unexpected exception fails open: the pod is admitted unchanged and the uid kept, never a 500.
     """
     try:
-        plan = _plan(request, rules)
+        plan = _plan(request, rules, vetoes)
     except Exception as error:  # noqa: BLE001 - fail open is the contract; the edge logs and counts it
         message = f"{type(error).__name__}: {error}"
         return Outcome(failed_open(request, "ecr-ptc-webhook: internal error; pod admitted unchanged"), error=message)
@@ -150,13 +152,22 @@ def review(request: Review, rules: Rules, mode: Mode) -> Outcome:
     return Outcome(patched(request, plan.patch), plan)
 
 
-def _plan(request: Review, rules: Rules) -> PodPlan | None:
+def rewrite_candidates(request: Review, rules: Rules) -> tuple[Decision, ...]:
+    """The rewrites a review would make before any veto: what an edge may want to check first."""
+    try:
+        plan = _plan(request, rules, None)
+    except Exception:  # noqa: BLE001 - review() reports the same failure; here it just means nothing to check
+        return ()
+    return tuple(item.decision for item in plan.rewrites) if plan is not None else ()
+
+
+def _plan(request: Review, rules: Rules, vetoes: Mapping[str, Reason] | None) -> PodPlan | None:
     if not request.targets_pod or request.object is None:
         return None
     if request.operation == "CREATE" and not request.sub_resource:
-        return plan_pod(request.object, rules)
+        return plan_pod(request.object, rules, vetoes=vetoes)
     if request.operation == "UPDATE" and request.sub_resource == EPHEMERAL_CONTAINERS:
-        return plan_pod(request.object, rules, ephemeral_only=request.old_object or {})
+        return plan_pod(request.object, rules, ephemeral_only=request.old_object or {}, vetoes=vetoes)
     return None
 
 

@@ -12,18 +12,21 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import orjson
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from webhook.admission import Mode, Outcome, Review, parse_review, review
+from webhook.admission import Mode, Outcome, Review, parse_review, review, rewrite_candidates
 from webhook.exceptions import AdmissionError
 from webhook.metrics import Metrics
 
 if TYPE_CHECKING:
-    from webhook.rules import Rules
+    from collections.abc import Mapping, Sequence
+
+    from webhook.reasons import Reason
+    from webhook.rules import Decision, Rules
 
 log = logging.getLogger("webhook.decisions")
 
@@ -40,6 +43,14 @@ _SECONDS: Final = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m
 Health = Callable[[], tuple[bool, str]]
 
 
+class TargetVerifier(Protocol):
+    """Checks rewrites against the cache before they are made (``verify: true``); see ``webhook.verify``."""
+
+    async def vetoes(self, decisions: Sequence[Decision]) -> Mapping[str, Reason]:
+        """Image -> reason for each rewrite that must not happen; answers within its own time budget."""
+        ...
+
+
 def _always_ready() -> tuple[bool, str]:
     return True, "ok"
 
@@ -53,17 +64,23 @@ def parse_timeout(raw: str | None) -> float:
 
 
 def create_app(
-    rules: Rules,
+    rules: Rules | Callable[[], Rules],
     *,
     metrics: Metrics | None = None,
     readiness: Health = _always_ready,
     body_limit: int = BODY_LIMIT,
+    verifier: TargetVerifier | None = None,
 ) -> FastAPI:
-    """The webhook app for ``rules``; ``readiness`` says whether to take traffic (certificate loaded, not draining)."""
+    """The webhook app.
+
+    ``rules`` is the rule set, or a function returning the current one (``rules: discover`` swaps it);
+    ``readiness`` says whether to take traffic (certificate loaded, not draining); ``verifier`` checks rewrites
+    against the cache first.
+    """
     metrics = metrics if metrics is not None else Metrics()
+    current_rules: Callable[[], Rules] = rules if callable(rules) else (lambda: rules)
     app = FastAPI(title="ecr-ptc-webhook", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.metrics = metrics
-    app.state.rules = rules
 
     async def admit(request: Request, mode: Mode) -> Response:
         path = request.url.path
@@ -71,7 +88,7 @@ def create_app(
         try:
             async with asyncio.timeout(parse_timeout(request.query_params.get("timeout")) * DEADLINE_MARGIN):
                 body = await _read_body(request, body_limit)
-            response = _answer(body, rules, mode, metrics)
+            response = await _answer(body, current_rules(), mode, metrics, verifier)
         except AdmissionError as error:
             metrics.errors.labels("bad_request").inc()
             response = _error(error.status, error.message)
@@ -131,14 +148,19 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _answer(body: bytes, rules: Rules, mode: Mode, metrics: Metrics) -> Response:
+async def _answer(body: bytes, rules: Rules, mode: Mode, metrics: Metrics, verifier: TargetVerifier | None) -> Response:
     try:
         decoded = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise AdmissionError(400, f"request body is not valid JSON: {error}") from None
     request = parse_review(decoded)
     effective = Mode.AUDIT if rules.config.dry_run else mode
-    outcome = review(request, rules, effective)
+    vetoes = None
+    if verifier is not None:
+        candidates = rewrite_candidates(request, rules)
+        if candidates:
+            vetoes = await verifier.vetoes(candidates)
+    outcome = review(request, rules, effective, vetoes)
     _record(request, outcome, effective, metrics)
     return Response(orjson.dumps(outcome.body), media_type="application/json")
 

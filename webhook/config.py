@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 ENV_PREFIX: Final = "ECR_PTC_WEBHOOK_"
 """Environment variables that override the file: ``ECR_PTC_WEBHOOK_REGISTRY``, ``..._TIERS`` (comma-separated),
-``..._PREFIXES`` (``tier=prefix,...``), ``..._DRY_RUN`` (true/false), ``..._DIGESTS``."""
+``..._PREFIXES`` (``tier=prefix,...``), ``..._DRY_RUN`` (true/false), ``..._DIGESTS``, ``..._RULES``,
+``..._VERIFY`` (true/false)."""
 
 _ENV_KEYS: Final[dict[str, str]] = {
     "REGISTRY": "registry",
@@ -36,6 +37,8 @@ _ENV_KEYS: Final[dict[str, str]] = {
     "PREFIXES": "prefixes",
     "DRY_RUN": "dryRun",
     "DIGESTS": "digests",
+    "RULES": "rules",
+    "VERIFY": "verify",
 }
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
@@ -56,6 +59,15 @@ class Config(BaseModel):
     """Audit only: report would-be rewrites, patch nothing."""
     digests: Literal["rewrite", "skip"] = "rewrite"
     """Whether digest-pinned references are rewritten."""
+    rules: Literal["static", "discover"] = "static"
+    """``discover``: rewrite only tiers whose pull-through cache rule exists in ECR (read at start and every
+    ``rulesRefreshSeconds``); ``static``: trust the config."""
+    rules_refresh_seconds: float = Field(default=300.0, alias="rulesRefreshSeconds", gt=0)
+    """How often ``rules: discover`` reads the cache's rules again."""
+    verify: bool = False
+    """Check that each rewritten reference resolves in the cache before rewriting (HEAD of the manifest)."""
+    verify_budget_seconds: float = Field(default=0.5, alias="verifyBudgetSeconds", gt=0, le=2.0)
+    """Time one admission may spend verifying; past it the original images are kept (the webhook timeout is 3 s)."""
 
     @field_validator("registry")
     @classmethod
@@ -167,7 +179,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
             data[key] = [part.strip() for part in raw.split(",") if part.strip()]
         elif key == "prefixes":
             data[key] = _parse_prefixes(variable, raw)
-        elif key == "dryRun":
+        elif key in {"dryRun", "verify"}:
             data[key] = _parse_bool(variable, raw)
         else:
             data[key] = raw

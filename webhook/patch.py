@@ -8,7 +8,7 @@ the pod even with ``failurePolicy: Ignore``, so every op here applies to the obj
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 
@@ -113,8 +113,18 @@ def is_opted_out(metadata: object) -> bool:
     return isinstance(annotations, Mapping) and annotations.get(OPT_OUT_ANNOTATION) == OPT_OUT_VALUE
 
 
-def decide_slots(slots: Iterator[ImageSlot], rules: Rules, *, opted_out: bool = False) -> tuple[ImageDecision, ...]:
-    """Decide every slot; an opted-out pod's images are all skipped with ``pod-opted-out``."""
+def decide_slots(
+    slots: Iterable[ImageSlot],
+    rules: Rules,
+    *,
+    opted_out: bool = False,
+    vetoes: Mapping[str, Reason] | None = None,
+) -> tuple[ImageDecision, ...]:
+    """Decide every slot; an opted-out pod's images are all skipped with ``pod-opted-out``.
+
+    ``vetoes`` maps an image string to the reason its rewrite must not happen (e.g. the target did not verify);
+    the rules still name the tier, so the skip stays attributable.
+    """
     decisions = []
     for slot in slots:
         image = slot.image if slot.image is not None else ""
@@ -124,11 +134,19 @@ def decide_slots(slots: Iterator[ImageSlot], rules: Rules, *, opted_out: bool = 
             decision = skip(image, Reason.POD_OPTED_OUT)
         else:
             decision = rules.decide(image)
+            if vetoes and decision.rewrites and image in vetoes:
+                decision = skip(image, vetoes[image], decision.tier)
         decisions.append(ImageDecision(slot, decision))
     return tuple(decisions)
 
 
-def plan_pod(pod: Mapping[str, Any], rules: Rules, *, ephemeral_only: Mapping[str, Any] | None = None) -> PodPlan:
+def plan_pod(
+    pod: Mapping[str, Any],
+    rules: Rules,
+    *,
+    ephemeral_only: Mapping[str, Any] | None = None,
+    vetoes: Mapping[str, Reason] | None = None,
+) -> PodPlan:
     """Plan the rewrite of a pod object.
 
     With ``ephemeral_only`` (the old pod of a ``pods/ephemeralcontainers`` update), only ephemeral containers the
@@ -142,7 +160,7 @@ def plan_pod(pod: Mapping[str, Any], rules: Rules, *, ephemeral_only: Mapping[st
     else:
         existing = {slot.name for slot in image_slots(ephemeral_only.get("spec"), ("ephemeralContainers",))}
         slots = (slot for slot in image_slots(spec, ("ephemeralContainers",)) if slot.name not in existing)
-    decisions = decide_slots(slots, rules, opted_out=is_opted_out(metadata))
+    decisions = decide_slots(slots, rules, opted_out=is_opted_out(metadata), vetoes=vetoes)
     rewrites = [item for item in decisions if item.decision.rewrites]
     if not rewrites:
         return PodPlan(decisions)

@@ -25,6 +25,9 @@ class Reason(StrEnum):
     NAME_TOO_LONG = "name-too-long"
     INVALID_REFERENCE = "invalid-reference"
     POD_OPTED_OUT = "pod-opted-out"
+    RULE_MISSING = "rule-missing"
+    TARGET_MISSING = "target-missing"
+    VERIFY_FAILED = "verify-failed"
 
 
 REASON_DESCRIPTIONS: Final[dict[Reason, str]] = {
@@ -40,4 +43,7 @@ REASON_DESCRIPTIONS: Final[dict[Reason, str]] = {
     Reason.NAME_TOO_LONG: "the cache repository name (prefix/path) would exceed ECR's or the reference grammar's limit",
     Reason.INVALID_REFERENCE: "not a reference the container runtime accepts (empty, malformed): left untouched",
     Reason.POD_OPTED_OUT: "the pod carries the opt-out annotation",
+    Reason.RULE_MISSING: "`rules: discover` found no pull-through cache rule for the tier with the expected upstream",
+    Reason.TARGET_MISSING: "`verify: true` and the cache answered that the rewritten image cannot be pulled",
+    Reason.VERIFY_FAILED: "`verify: true` and the cache gave no usable answer within the budget: original kept",
 }

@@ -67,9 +67,14 @@ def skip(image: str, reason: Reason, tier: str | None = None) -> Decision:
 class Rules:
     """The rewrite rules compiled from a :class:`~webhook.config.Config`; decisions are cached per image string."""
 
-    def __init__(self, config: Config) -> None:
-        """Compile the enabled tiers and their prefixes from ``config``."""
+    def __init__(self, config: Config, available_tiers: frozenset[str] | None = None) -> None:
+        """Compile the enabled tiers and their prefixes from ``config``.
+
+        ``available_tiers``, when known (``rules: discover``), are the tiers whose pull-through cache rule exists
+        with the expected upstream and prefix; an enabled tier outside it is skipped with ``rule-missing``.
+        """
         self.config = config
+        self.available_tiers = available_tiers
         self.registry = config.registry.lower()
         self._prefix_by_tier = {name: config.prefix_for(name) for name in config.tiers}
         self.decide: Callable[[str], Decision] = functools.lru_cache(maxsize=DECISION_CACHE_SIZE)(self._decide)
@@ -85,17 +90,14 @@ class Rules:
     def decide_reference(self, image: str, reference: ImageReference) -> Decision:
         """Decide for an already parsed reference (``image`` is the string as written)."""
         host = reference.host
-        skipped = _skip_reason_for_host(host, self.registry)
-        if skipped is not None:
-            return skip(image, skipped)
         tier = TIER_BY_HOST.get(host)
-        if tier is None:
-            return skip(image, Reason.NO_RULE)
+        skipped = _skip_reason_for_host(host, self.registry)
+        if skipped is not None or tier is None:
+            return skip(image, skipped or Reason.NO_RULE)
         prefix = self._prefix_by_tier.get(tier.name)
-        if prefix is None:
-            return skip(image, Reason.TIER_DISABLED, tier.name)
-        if reference.digest is not None and self.config.digests == "skip":
-            return skip(image, Reason.DIGEST_PINNED, tier.name)
+        skipped = self._skip_reason_for_tier(tier.name, prefix, reference)
+        if skipped is not None or prefix is None:
+            return skip(image, skipped or Reason.TIER_DISABLED, tier.name)
         path = reference.path
         if tier.official_namespace is not None and "/" not in path:
             # `registry-1.docker.io/nginx` is not normalised by the grammar; Docker Hub means `library/nginx`.
@@ -105,6 +107,16 @@ class Rules:
         if len(repository) > ECR_REPOSITORY_NAME_MAX or not _points_at(result, self.config.registry):
             return skip(image, Reason.NAME_TOO_LONG, tier.name)
         return Decision(image=image, action="rewrite", result=result, reason=Reason.REWRITTEN, tier=tier.name)
+
+    def _skip_reason_for_tier(self, tier: str, prefix: str | None, reference: ImageReference) -> Reason | None:
+        """Why an image of a known tier stays put: tier off, its cache rule missing, or a digest we leave alone."""
+        if prefix is None:
+            return Reason.TIER_DISABLED
+        if self.available_tiers is not None and tier not in self.available_tiers:
+            return Reason.RULE_MISSING
+        if reference.digest is not None and self.config.digests == "skip":
+            return Reason.DIGEST_PINNED
+        return None
 
 
 def _skip_reason_for_host(host: str, registry: str) -> Reason | None:
