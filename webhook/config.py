@@ -6,12 +6,14 @@ flags. Every error names the key and the fix, e.g. ``config key `tiers`: unknown
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, Literal
+from itertools import combinations
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from webhook.exceptions import ConfigError
+from webhook.provision.settings import ProvisionSettings  # noqa: TC001 - pydantic resolves it at runtime
 from webhook.reference import DOMAIN_RE, split_docker_domain
 from webhook.registries import (
     DEFAULT_TIERS,
@@ -68,6 +70,9 @@ class Config(BaseModel):
     """Check that each rewritten reference resolves in the cache before rewriting (HEAD of the manifest)."""
     verify_budget_seconds: float = Field(default=0.5, alias="verifyBudgetSeconds", gt=0, le=2.0)
     """Time one admission may spend verifying; past it the original images are kept (the webhook timeout is 3 s)."""
+    provision: ProvisionSettings | None = None
+    """What ``ecr-ptc-webhook provision`` needs beyond the webhook's keys (secrets, lifecycle, principals, tags);
+    the webhook itself ignores it."""
 
     @field_validator("registry")
     @classmethod
@@ -77,11 +82,12 @@ class Config(BaseModel):
                 f"{value!r} is not a registry host; expected e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com "
                 "(no scheme, no path)"
             )
+        # Before the host-shape check: `docker.io` is a host, but one that needs this explanation instead.
+        if value.lower() in TIER_BY_HOST:
+            raise ValueError(f"{value!r} is an upstream registry; set the cache's ECR registry host")
         if split_docker_domain(f"{value}/x")[0] != value:
             # `cache/quay/x` would read as Docker Hub's `cache` namespace, not as a registry host.
             raise ValueError(f"{value!r} is not a registry host: a host needs a '.' or a ':port'")
-        if value.lower() in TIER_BY_HOST:
-            raise ValueError(f"{value!r} is an upstream registry; set the cache's ECR registry host")
         return value
 
     @field_validator("tiers", mode="before")
@@ -106,21 +112,25 @@ class Config(BaseModel):
                     f"{ECR_PREFIX_MIN}-{ECR_PREFIX_MAX} characters, lowercase letters and digits separated by "
                     "'.', '_', '-' or '/', e.g. 'dockerhub'"
                 )
+        _check_prefixes_are_distinct(value)
         return value
-
-    @model_validator(mode="after")
-    def _prefixes_are_distinct(self) -> Config:
-        seen: dict[str, str] = {}
-        for tier in TIERS_BY_NAME:
-            prefix = self.prefix_for(tier)
-            if prefix in seen:
-                raise ValueError(f"tiers {seen[prefix]!r} and {tier!r} share the prefix {prefix!r}; give each its own")
-            seen[prefix] = tier
-        return self
 
     def prefix_for(self, tier: str) -> str:
         """The ECR repository prefix of ``tier`` (configured or default)."""
         return self.prefixes.get(tier, TIERS_BY_NAME[tier].default_prefix)
+
+
+def _check_prefixes_are_distinct(prefixes: Mapping[str, str]) -> None:
+    """Every tier (enabled or not) needs its own cache namespace: equal or nested prefixes would mix two upstreams."""
+    resolved = {tier: prefixes.get(tier, facts.default_prefix) for tier, facts in TIERS_BY_NAME.items()}
+    for (first, one), (second, other) in combinations(resolved.items(), 2):
+        if one == other:
+            raise ValueError(f"tiers {first!r} and {second!r} share the prefix {one!r}; give each its own")
+        if one.startswith(other + "/") or other.startswith(one + "/"):
+            raise ValueError(
+                f"the prefixes {one!r} (tier {first!r}) and {other!r} (tier {second!r}) nest, so both tiers would "
+                "write the same cache repositories; give each a prefix that is not inside the other"
+            )
 
 
 def _check_tier_names(names: tuple[object, ...]) -> None:
@@ -157,6 +167,8 @@ def _read_file(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {error.reason} at byte {error.start}") from None
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -211,7 +223,7 @@ def _describe(error: ValidationError, source: str) -> str:
         location = ".".join(str(part) for part in item["loc"]) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            known = ", ".join(field.alias or name for name, field in Config.model_fields.items())
+            known = ", ".join(_known_keys(item["loc"][:-1]))
             message = f"unknown key; known keys: {known}"
         elif item["type"] in {"bool_type", "bool_parsing"}:
             message = f"expected true or false, got {item['input']!r}"
@@ -221,3 +233,25 @@ def _describe(error: ValidationError, source: str) -> str:
             )
         lines.append(f"{source}: config key `{location}`: {message}")
     return "\n".join(lines)
+
+
+def _known_keys(parent: tuple[int | str, ...]) -> list[str]:
+    """The keys the model at ``parent`` (a location such as ``("provision", "principals")``) accepts."""
+    model: type[BaseModel] = Config
+    for part in parent:
+        field = next(
+            (field for name, field in model.model_fields.items() if part in {name, field.alias}),
+            None,
+        )
+        nested = _model_of(field.annotation) if field is not None else None
+        if nested is None:
+            break
+        model = nested
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _model_of(annotation: object) -> type[BaseModel] | None:
+    """The pydantic model in an annotation such as ``Settings | None``, if there is one."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((model for arg in get_args(annotation) if (model := _model_of(arg)) is not None), None)
