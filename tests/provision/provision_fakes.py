@@ -1,0 +1,139 @@
+"""A FAKE in-memory ECR for convergence tests of the plan/apply loop (not a model of AWS: the real adapter is tested
+with botocore's Stubber and moto), plus config builders shared by the provisioner tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from webhook.provision.config import ProvisionConfig, parse_provision_config
+from webhook.provision.errors import AwsError, ConflictError, SecretError
+from webhook.provision.provisioner import Credential, RuleValidation
+from webhook.provision.resources import CacheRule, CreationTemplate, ObservedState, RegistryPolicy
+
+
+@pytest.fixture
+def aws_sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """boto3 with fake keys, a default region, and no profile, config file or endpoint from the developer's machine."""
+    empty = tmp_path_factory.mktemp("aws") / "empty"
+    empty.write_text("", encoding="utf-8")
+    for variable in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable in ("AWS_ENDPOINT_URL_ECR", "AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL_SECRETS_MANAGER"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+REGISTRY = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+
+
+def secret_arn(name: str, suffix: str = "AbCdEf") -> str:
+    return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-{suffix}"
+
+
+def make_config(
+    tiers: tuple[str, ...] = ("quay", "k8s", "docker-hub"),
+    provision: dict[str, Any] | None = None,
+    **webhook: Any,
+) -> ProvisionConfig:
+    section: dict[str, Any] = {"secrets": {"docker-hub": "ecr-pullthroughcache/docker-hub"}}
+    if "docker-hub" not in tiers:
+        section = {}
+    section.update(provision or {})
+    return parse_provision_config({"registry": REGISTRY, "tiers": list(tiers), "provision": section, **webhook})
+
+
+def good_credential(name: str) -> Credential:
+    return Credential(name=name, arn=secret_arn(name), kms_key_id=None, keys=frozenset({"username", "accessToken"}))
+
+
+@dataclass
+class FakeEcr:
+    """In-memory stand-in implementing the provisioner's Backend protocol."""
+
+    account: str = ACCOUNT
+    rules: dict[str, CacheRule] = field(default_factory=dict)
+    templates: dict[str, CreationTemplate] = field(default_factory=dict)
+    policy: str | None = None
+    credentials: dict[str, Credential] = field(default_factory=dict)
+    invalid_rules: dict[str, str] = field(default_factory=dict)
+    fail_at_mutation: int | None = None
+    """Raise on the n-th (0-based) mutating call, once: a partial failure mid-apply."""
+    mutations: list[str] = field(default_factory=list)
+
+    def with_secret(self, name: str = "ecr-pullthroughcache/docker-hub") -> FakeEcr:
+        self.credentials[name] = good_credential(name)
+        return self
+
+    def _mutate(self, call: str) -> None:
+        if self.fail_at_mutation is not None and len(self.mutations) == self.fail_at_mutation:
+            self.fail_at_mutation = None
+            raise AwsError(call, "ServerException", "injected failure")
+        self.mutations.append(call)
+
+    def caller_account(self) -> str:
+        return self.account
+
+    def observe(self) -> ObservedState:
+        return ObservedState(
+            rules=tuple(self.rules.values()),
+            templates=tuple(self.templates.values()),
+            policy=RegistryPolicy(self.policy),
+        )
+
+    def credential(self, name: str) -> Credential:
+        if name not in self.credentials:
+            raise SecretError(f"secret {name} not found")
+        return self.credentials[name]
+
+    def validate_rule(self, prefix: str) -> RuleValidation:
+        failure = self.invalid_rules.get(prefix)
+        return RuleValidation(prefix, valid=failure is None, failure=failure or "")
+
+    def create_rule(self, rule: CacheRule) -> None:
+        if rule.prefix in self.rules:
+            raise ConflictError("exists")
+        self._mutate(f"create_rule {rule.prefix}")
+        self.rules[rule.prefix] = rule
+
+    def update_rule(self, rule: CacheRule) -> None:
+        self._mutate(f"update_rule {rule.prefix}")
+        current = self.rules[rule.prefix]
+        self.rules[rule.prefix] = CacheRule(
+            current.prefix, current.upstream_registry, current.upstream_registry_url, rule.credential_arn
+        )
+
+    def delete_rule(self, rule: CacheRule) -> None:
+        self._mutate(f"delete_rule {rule.prefix}")
+        self.rules.pop(rule.prefix, None)
+
+    def create_template(self, template: CreationTemplate) -> None:
+        if template.prefix in self.templates:
+            raise ConflictError("exists")
+        self._mutate(f"create_template {template.prefix}")
+        self.templates[template.prefix] = template
+
+    def update_template(self, template: CreationTemplate) -> None:
+        self._mutate(f"update_template {template.prefix}")
+        self.templates[template.prefix] = template
+
+    def delete_template(self, template: CreationTemplate) -> None:
+        self._mutate(f"delete_template {template.prefix}")
+        self.templates.pop(template.prefix, None)
+
+    def put_policy(self, text: str) -> None:
+        self._mutate("put_policy")
+        self.policy = text
+
+    def delete_policy(self) -> None:
+        self._mutate("delete_policy")
+        self.policy = None
