@@ -1,0 +1,227 @@
+"""Coverage of a cluster or of manifests: every image occurrence, its decision, and the report they add up to.
+
+Pure: workloads in (see :mod:`webhook.workloads`), occurrences and a :class:`Report` out. Decisions come from
+:meth:`~webhook.rules.Rules.decide` through :func:`~webhook.patch.decide_slots`, exactly as ``/mutate`` takes them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final, Literal
+
+from webhook.exceptions import InvalidReferenceError
+from webhook.patch import decide_slots, image_slots, is_opted_out
+from webhook.reasons import Reason
+from webhook.reference import parse
+from webhook.registries import TIERS_BY_NAME
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from webhook.rules import Decision, Rules
+    from webhook.workloads import Workload
+
+Coverage = Literal["covered", "exempt", "uncovered"]
+
+COVERAGE: Final[dict[Reason, Coverage]] = {
+    Reason.REWRITTEN: "covered",
+    Reason.ALREADY_CACHED: "covered",
+    Reason.EKS_ADDON_REGISTRY: "exempt",
+    Reason.ECR_REGISTRY: "exempt",
+    Reason.PUBLIC_ECR: "exempt",
+    Reason.POD_OPTED_OUT: "exempt",
+    Reason.DIGEST_PINNED: "exempt",
+    Reason.TIER_DISABLED: "uncovered",
+    Reason.NO_RULE: "uncovered",
+    Reason.UPSTREAM_UNSUPPORTED: "uncovered",
+    Reason.NAME_TOO_LONG: "uncovered",
+    Reason.INVALID_REFERENCE: "uncovered",
+    Reason.RULE_MISSING: "uncovered",
+    Reason.TARGET_MISSING: "uncovered",
+    Reason.VERIFY_FAILED: "uncovered",
+}
+"""Reason -> coverage. ``covered``: pulls through the cache. ``exempt``: already on AWS, or left out on purpose (the
+opt-out annotation, ``digests: skip``). ``uncovered``: pulls from an upstream outside AWS."""
+
+INVALID_REGISTRY: Final = "(invalid)"
+"""The registry column of references that do not parse."""
+
+FIELDS: Final = ("image", "action", "result", "reason", "tier", "kind", "namespace", "name", "container", "source")
+"""Keys of :meth:`Occurrence.as_dict`, in order: ``explain``'s keys, then where the image is."""
+
+
+@dataclass(frozen=True, slots=True)
+class Occurrence:
+    """One image of one pod spec and the decision for it."""
+
+    kind: str
+    namespace: str | None
+    name: str
+    container: str
+    """The container name; ``volumes/<name>`` for an image volume (as in the original-images annotation)."""
+    decision: Decision
+    source: str | None = None
+    """Where the object was read, ``file:line``; ``None`` for a live cluster."""
+
+    def as_dict(self) -> dict[str, str | None]:
+        """The wire form of ``audit --output json``: the decision's keys plus where the image is."""
+        return {
+            **self.decision.as_dict(),
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "container": self.container,
+            "source": self.source,
+        }
+
+
+def occurrences(workload: Workload, rules: Rules, source: str | None = None) -> Iterator[Occurrence]:
+    """The decision for every image of ``workload``, opt-out annotation included, as the webhook would take them."""
+    opted_out = is_opted_out(workload.pod_metadata)
+    for item in decide_slots(image_slots(workload.spec), rules, opted_out=opted_out):
+        yield Occurrence(
+            kind=workload.kind,
+            namespace=workload.namespace,
+            name=workload.name,
+            container=item.slot.key,
+            decision=item.decision,
+            source=source,
+        )
+
+
+@functools.lru_cache(maxsize=4096)
+def registry_of(image: str) -> str:
+    """The registry host an image pulls from (``docker.io`` for short names), or :data:`INVALID_REGISTRY`."""
+    try:
+        return parse(image).host
+    except InvalidReferenceError:
+        return INVALID_REGISTRY
+
+
+@dataclass(slots=True)
+class Group:
+    """The occurrences of one registry and tier."""
+
+    registry: str
+    tier: str | None
+    images: set[str] = field(default_factory=set)
+    pods: int = 0
+    """Pod specs with at least one image here."""
+    rewrite: int = 0
+    skipped: Counter[Reason] = field(default_factory=Counter)
+    uncovered: int = 0
+
+
+@dataclass(slots=True)
+class Report:
+    """Occurrences added up by registry and tier; add one pod spec's occurrences at a time."""
+
+    groups: dict[tuple[str, str | None], Group] = field(default_factory=dict)
+    pods: int = 0
+    occurrences: int = 0
+    coverage: Counter[Coverage] = field(default_factory=Counter)
+
+    def add(self, pod: Iterable[Occurrence]) -> None:
+        """Count the occurrences of one pod spec."""
+        seen: set[tuple[str, str | None]] = set()
+        for occurrence in pod:
+            decision = occurrence.decision
+            key = (registry_of(decision.image), decision.tier)
+            group = self.groups.get(key)
+            if group is None:
+                group = self.groups[key] = Group(*key)
+            group.images.add(decision.image)
+            if decision.rewrites:
+                group.rewrite += 1
+            else:
+                group.skipped[decision.reason] += 1
+            if COVERAGE[decision.reason] == "uncovered":
+                group.uncovered += 1
+            if key not in seen:
+                seen.add(key)
+                group.pods += 1
+            self.occurrences += 1
+            self.coverage[COVERAGE[decision.reason]] += 1
+        self.pods += 1
+
+    @property
+    def uncovered(self) -> int:
+        """Occurrences that would pull from an upstream outside AWS."""
+        return self.coverage["uncovered"]
+
+    @property
+    def tier_disabled(self) -> int:
+        """Occurrences a tier could cover if it were enabled."""
+        return sum(group.skipped[Reason.TIER_DISABLED] for group in self.groups.values())
+
+    def tiers_to_enable(self) -> dict[str, Group]:
+        """Tier -> its ``tier-disabled`` group(s) merged: what enabling each tier would add to the cache."""
+        merged: dict[str, Group] = {}
+        for group in self.sorted_groups():
+            count = group.skipped[Reason.TIER_DISABLED]
+            if group.tier is None or not count:
+                continue
+            total = merged.setdefault(group.tier, Group(registry=group.registry, tier=group.tier))
+            total.images |= group.images
+            total.pods += group.pods
+            total.skipped[Reason.TIER_DISABLED] += count
+        return merged
+
+    def sorted_groups(self) -> list[Group]:
+        """Groups by registry, then tier."""
+        return [self.groups[key] for key in sorted(self.groups, key=lambda key: (key[0], key[1] or ""))]
+
+
+def format_table(report: Report) -> str:
+    """The human-readable report: one row per registry and tier, totals, then what would cover the rest."""
+    header = ("REGISTRY", "TIER", "IMAGES", "PODS", "REWRITE", "SKIPPED")
+    rows = [
+        (
+            group.registry,
+            group.tier or "-",
+            str(len(group.images)),
+            str(group.pods),
+            str(group.rewrite),
+            _reasons(group.skipped),
+        )
+        for group in report.sorted_groups()
+    ]
+    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(len(header) - 1)]
+    lines = [_row(row, widths) for row in (header, *rows)]
+    distinct = len(set().union(*(group.images for group in report.groups.values())))
+    lines.append("")
+    lines.append(
+        f"{report.pods} pod specs, {report.occurrences} image occurrences ({distinct} distinct images): "
+        f"{report.coverage['covered']} covered, {report.coverage['exempt']} exempt (on AWS or left out on purpose), "
+        f"{report.uncovered} uncovered."
+    )
+    for tier, group in report.tiers_to_enable().items():
+        credentials = " (opt-in: needs a Secrets Manager credential)" if TIERS_BY_NAME[tier].needs_credentials else ""
+        lines.append(
+            f"Enable tier {tier}{credentials} to cover {group.skipped[Reason.TIER_DISABLED]} more occurrences "
+            f"(images: {len(group.images)}, pod specs: {group.pods})."
+        )
+    for group in report.sorted_groups():
+        left: Counter[Reason] = Counter(
+            {
+                reason: count
+                for reason, count in group.skipped.items()
+                if COVERAGE[reason] == "uncovered" and reason != Reason.TIER_DISABLED
+            }
+        )
+        if left:
+            lines.append(f"Uncovered whatever the tiers: {group.registry}: {_reasons(left)}.")
+    return "\n".join(lines) + "\n"
+
+
+def _reasons(skipped: Counter[Reason]) -> str:
+    return ", ".join(f"{reason}={count}" for reason, count in sorted(skipped.items())) or "-"
+
+
+def _row(cells: tuple[str, ...], widths: list[int]) -> str:
+    """Registry and tier left-aligned, counts right-aligned, reasons last (unpadded)."""
+    left = (cells[0].ljust(widths[0]), cells[1].ljust(widths[1]))
+    counts = (cell.rjust(width) for cell, width in zip(cells[2:-1], widths[2:], strict=True))
+    return "  ".join((*left, *counts, cells[-1])).rstrip()
