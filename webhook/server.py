@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from webhook.config import Config
+    from webhook.discovery import RuleDiscovery
+    from webhook.verify import TargetVerifier
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +44,20 @@ class ServeSettings:
     watch_interval: float = WATCH_INTERVAL
 
 
-def build_server(config: Config, settings: ServeSettings) -> tuple[uvicorn.Server, CertificateSource]:
-    """A uvicorn server for ``config`` whose TLS context follows the certificate files."""
-    metrics = Metrics()
+def build_server(
+    config: Config,
+    settings: ServeSettings,
+    *,
+    metrics: Metrics | None = None,
+    discovery: RuleDiscovery | None = None,
+    verifier: TargetVerifier | None = None,
+) -> tuple[uvicorn.Server, CertificateSource]:
+    """A uvicorn server for ``config`` whose TLS context follows the certificate files.
+
+    ``discovery`` supplies the rules (``rules: discover``) and ``verifier`` checks targets (``verify: true``); both
+    report into ``/readyz``. Their collectors belong in ``metrics.registry`` so ``/metrics`` shows them.
+    """
+    metrics = metrics if metrics is not None else Metrics()
     metrics.info.info({"version": metrics_version(), "registry": config.registry, "dry_run": str(config.dry_run)})
 
     def on_reload(success: bool, loaded: LoadedCertificate | None) -> None:  # noqa: FBT001 - callback shape
@@ -59,12 +72,21 @@ def build_server(config: Config, settings: ServeSettings) -> tuple[uvicorn.Serve
     def readiness() -> tuple[bool, str]:
         if server.should_exit:
             return False, "shutting down"
-        return source.healthy()
+        ready, detail = source.healthy()
+        details = [detail]
+        if discovery is not None:
+            rules_ready, rules_detail = discovery.status()
+            ready = ready and rules_ready
+            details.append(rules_detail)
+        if verifier is not None:
+            details.append(verifier.status())  # an open breaker keeps originals; the pod still serves
+        return ready, "; ".join(details)
 
     def context_factory(_config: uvicorn.Config, _default: object) -> ssl.SSLContext:
         return source.server_context()
 
-    app = create_app(Rules(config), metrics=metrics, readiness=readiness)
+    rules = discovery.current if discovery is not None else Rules(config)
+    app = create_app(rules, metrics=metrics, readiness=readiness, verifier=verifier)
     uvicorn_config = uvicorn.Config(
         app,
         host=settings.host,
@@ -75,6 +97,7 @@ def build_server(config: Config, settings: ServeSettings) -> tuple[uvicorn.Serve
         lifespan="off",
         access_log=False,
         log_config=None,
+        proxy_headers=False,  # the API server connects directly; no X-Forwarded-* to trust
         server_header=False,
         date_header=False,
     )
@@ -90,10 +113,31 @@ def metrics_version() -> str:
 
 
 async def serve(config: Config, settings: ServeSettings) -> None:
-    """Serve until SIGTERM/SIGINT, reloading the certificate when its files change."""
-    server, source = build_server(config, settings)
-    watcher = asyncio.create_task(source.watch(settings.watch_interval))
+    """Serve until SIGTERM/SIGINT, reloading the certificate when its files change.
+
+    With ``rules: discover`` the cache's rules are read in the background (nothing is rewritten before the first
+    read); with ``verify: true`` each rewrite is checked in the cache first.
+    """
+    metrics = Metrics()
+    discovery: RuleDiscovery | None = None
+    verifier: TargetVerifier | None = None
+    if config.rules == "discover":
+        from webhook.discovery import RuleDiscovery  # noqa: PLC0415 - boto3 only when discovery is on
+
+        discovery = RuleDiscovery.for_config(config, registry=metrics.registry)
+    if config.verify:
+        from webhook.verify import TargetVerifier  # noqa: PLC0415 - httpx and boto3 only when verify is on
+
+        verifier = TargetVerifier.for_config(config, registry=metrics.registry)
+    server, source = build_server(config, settings, metrics=metrics, discovery=discovery, verifier=verifier)
+    tasks = [asyncio.create_task(source.watch(settings.watch_interval), name="certificate watch")]
+    if discovery is not None:
+        tasks.append(asyncio.create_task(discovery.run(), name="rule discovery"))
     try:
         await server.serve()
     finally:
-        watcher.cancel()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if verifier is not None:
+            await verifier.aclose()

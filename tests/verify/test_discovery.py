@@ -1,0 +1,214 @@
+"""Live rules: the pure survey of ECR's rules against the config, and the discovery loop (botocore Stubber)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from prometheus_client import CollectorRegistry
+from verify.verify_support import aws_env
+
+from webhook.app import create_app
+from webhook.config import Config, parse_config
+from webhook.discovery import Drift, DriftKind, RuleDiscovery, survey
+from webhook.reasons import Reason
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from mypy_boto3_ecr import ECRClient
+
+ACCOUNT = "123456789012"
+REGISTRY = f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com"
+
+pytestmark = pytest.mark.usefixtures(aws_env.__name__)
+
+
+def rule(prefix: str, url: str, registry: str = "", **extra: str) -> dict[str, Any]:
+    item: dict[str, Any] = {"ecrRepositoryPrefix": prefix, "upstreamRegistryUrl": url, "registryId": ACCOUNT}
+    if registry:
+        item["upstreamRegistry"] = registry
+    item.update(extra)
+    return item
+
+
+QUAY = rule("quay", "quay.io", "quay")
+K8S = rule("k8s", "registry.k8s.io", "k8s")
+HUB = rule("docker-hub", "registry-1.docker.io", "docker-hub")
+
+
+@pytest.fixture
+def config() -> Config:
+    return parse_config({"registry": REGISTRY, "tiers": ["quay", "k8s", "docker-hub"]})
+
+
+def test_tiers_whose_rule_exists_as_expected_are_available(config: Config) -> None:
+    result = survey(config, [QUAY, K8S, HUB])
+    assert result.available_tiers == {"quay", "k8s", "docker-hub"}
+    assert result.drift == ()
+
+
+def test_a_missing_rule_is_drift_and_the_tier_is_not_rewritten(config: Config) -> None:
+    result = survey(config, [QUAY, K8S])
+    assert result.available_tiers == {"quay", "k8s"}
+    assert result.drift == (
+        Drift(DriftKind.MISSING, "docker-hub", "no pull-through cache rule with prefix 'docker-hub'"),
+    )
+
+
+def test_a_rule_with_the_prefix_but_another_upstream_is_a_mismatch(config: Config) -> None:
+    result = survey(config, [rule("quay", "ghcr.io", "github-container-registry"), K8S, HUB])
+    assert "quay" not in result.available_tiers
+    assert [(item.kind, item.tier) for item in result.drift] == [(DriftKind.UPSTREAM_MISMATCH, "quay")]
+
+
+def test_a_rule_fronting_only_an_upstream_repository_prefix_is_a_mismatch(config: Config) -> None:
+    partial = rule("quay", "quay.io", "quay", upstreamRepositoryPrefix="prometheus")
+    result = survey(config, [partial, K8S, HUB])
+    assert "quay" not in result.available_tiers
+    assert "fronts only quay.io/prometheus" in result.drift[0].detail
+    root = rule("quay", "quay.io", "quay", upstreamRepositoryPrefix="ROOT")
+    assert "quay" in survey(config, [root]).available_tiers
+
+
+def test_the_upstream_cached_under_another_prefix_is_a_prefix_mismatch(config: Config) -> None:
+    result = survey(config, [rule("quay-io", "https://Quay.io/", "quay"), K8S, HUB])
+    assert "quay" not in result.available_tiers
+    assert result.drift[0] == Drift(
+        DriftKind.PREFIX_MISMATCH, "quay", "quay.io is cached under prefix quay-io, the config expects 'quay'"
+    )
+    assert result.drift[1].kind is DriftKind.EXTRA
+
+
+def test_configured_prefixes_are_the_ones_expected() -> None:
+    config = parse_config({"registry": REGISTRY, "tiers": ["quay"], "prefixes": {"quay": "mirror/quay"}})
+    assert survey(config, [rule("mirror/quay", "quay.io")]).available_tiers == {"quay"}
+    assert survey(config, [QUAY]).available_tiers == frozenset()
+
+
+def test_rules_no_enabled_tier_uses_are_extra(config: Config) -> None:
+    result = survey(config, [QUAY, K8S, HUB, rule("ghcr", "ghcr.io"), rule("ROOT", "public.ecr.aws", "ecr-public")])
+    assert result.available_tiers == {"quay", "k8s", "docker-hub"}
+    assert [(item.kind, item.tier) for item in result.drift] == [(DriftKind.EXTRA, "ghcr"), (DriftKind.EXTRA, "")]
+
+
+def test_old_answers_without_a_url_match_by_upstream_registry(config: Config) -> None:
+    item = {"ecrRepositoryPrefix": "quay", "upstreamRegistry": "quay"}
+    assert survey(config, [item]).available_tiers == {"quay"}
+
+
+@pytest.fixture
+def ecr() -> Iterator[tuple[ECRClient, Stubber]]:
+    client = boto3.client("ecr", region_name="eu-west-1")
+    with Stubber(client) as stubber:
+        yield client, stubber
+        stubber.assert_no_pending_responses()
+
+
+def expect_pages(stubber: Stubber, *pages: list[dict[str, Any]]) -> None:
+    for index, page in enumerate(pages):
+        answer: dict[str, Any] = {"pullThroughCacheRules": page}
+        expected: dict[str, Any] = {"registryId": ACCOUNT}
+        if index + 1 < len(pages):
+            answer["nextToken"] = f"page-{index + 1}"
+        if index:
+            expected["nextToken"] = f"page-{index}"
+        stubber.add_response("describe_pull_through_cache_rules", answer, expected)
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def test_until_the_first_read_nothing_is_rewritten_and_not_ready(
+    config: Config, ecr: tuple[ECRClient, Stubber]
+) -> None:
+    client, _ = ecr
+    discovery = RuleDiscovery(config, client, registry_id=ACCOUNT)
+    assert discovery.current().decide("quay.io/org/app:1").reason is Reason.RULE_MISSING
+    ready, detail = discovery.status()
+    assert not ready
+    assert detail == "rules: not read from ECR yet, rewriting nothing"
+
+
+def test_rules_are_read_across_pages_and_published(config: Config, ecr: tuple[ECRClient, Stubber]) -> None:
+    client, stubber = ecr
+    expect_pages(stubber, [QUAY], [K8S, rule("ghcr", "ghcr.io")])
+    registry = CollectorRegistry()
+    discovery = RuleDiscovery(config, client, registry_id=ACCOUNT, registry=registry, clock=lambda: 1234.0)
+    assert asyncio.run(discovery.refresh())
+    rules = discovery.current()
+    assert rules.decide("quay.io/org/app:1").rewrites
+    assert rules.decide("registry.k8s.io/pause:3.10").rewrites
+    assert rules.decide("docker.io/library/nginx:1").reason is Reason.RULE_MISSING
+    assert discovery.status() == (True, "rules: rewriting k8s,quay (drift: docker-hub missing; ghcr extra)")
+    assert sample(registry, "ecr_ptc_webhook_discovered_rules", tier="quay", upstream="quay.io", prefix="quay") == 1
+    assert sample(registry, "ecr_ptc_webhook_rules_drift", tier="docker-hub", kind="missing") == 1
+    assert sample(registry, "ecr_ptc_webhook_tier_available", tier="docker-hub") == 0
+    assert sample(registry, "ecr_ptc_webhook_tier_available", tier="quay") == 1
+    assert sample(registry, "ecr_ptc_webhook_discovery_last_success_timestamp_seconds") == 1234.0
+
+
+def test_a_failed_read_keeps_the_last_known_rules_and_says_so(config: Config, ecr: tuple[ECRClient, Stubber]) -> None:
+    client, stubber = ecr
+    expect_pages(stubber, [QUAY, K8S, HUB])
+    stubber.add_client_error("describe_pull_through_cache_rules", "AccessDeniedException", "not authorized")
+    expect_pages(stubber, [QUAY])
+    registry = CollectorRegistry()
+    discovery = RuleDiscovery(config, client, registry_id=ACCOUNT, registry=registry, clock=lambda: 0.0)
+
+    async def scenario() -> None:
+        assert await discovery.refresh()
+        before = discovery.current()
+        assert not await discovery.refresh()
+        assert discovery.current() is before
+        ready, detail = discovery.status()
+        assert ready
+        assert "reading rules failing, last known from 1970-01-01T00:00:00+00:00" in detail
+        assert "AccessDeniedException" in detail
+        assert await discovery.refresh()  # a rule was deleted meanwhile: drift shows, rewrites stop
+        assert discovery.current().decide("registry.k8s.io/pause:3.10").reason is Reason.RULE_MISSING
+        assert sample(registry, "ecr_ptc_webhook_rules_drift", tier="k8s", kind="missing") == 1
+        assert sample(registry, "ecr_ptc_webhook_rules_drift", tier="docker-hub", kind="missing") == 1
+
+    asyncio.run(scenario())
+    assert sample(registry, "ecr_ptc_webhook_discovery_failures_total") == 1
+
+
+def test_a_failed_first_read_is_retried_soon_and_never_crashes(config: Config, ecr: tuple[ECRClient, Stubber]) -> None:
+    client, stubber = ecr
+    stubber.add_client_error("describe_pull_through_cache_rules", "ServiceUnavailableException", "try later")
+    expect_pages(stubber, [QUAY, K8S, HUB])
+    discovery = RuleDiscovery(config, client, registry_id=ACCOUNT)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(discovery.run(interval=0.05))
+        for _ in range(100):
+            if discovery.survey is not None:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert discovery.status() == (True, "rules: rewriting docker-hub,k8s,quay")
+
+
+def test_the_app_reads_the_rules_in_force(config: Config, ecr: tuple[ECRClient, Stubber]) -> None:
+    client, stubber = ecr
+    expect_pages(stubber, [QUAY])
+    discovery = RuleDiscovery(config, client, registry_id=ACCOUNT)
+    app = create_app(discovery.current)
+    asyncio.run(discovery.refresh())
+    assert app._rules() is discovery.current()
+    assert app._rules().available_tiers == frozenset({"quay"})
+
+
+def test_for_config_reads_the_registry_s_region_and_account(config: Config, ecr: tuple[ECRClient, Stubber]) -> None:
+    del ecr
+    discovery = RuleDiscovery.for_config(config)
+    assert discovery._registry_id == ACCOUNT
+    assert discovery._ecr.meta.region_name == "eu-west-1"

@@ -1,0 +1,120 @@
+"""Cache warm-up: pull the manifests of a list of images through the cache before pods need them.
+
+For each image, the one decision function says where it would be rewritten (images that are not rewritten are
+skipped, with the reason); the rewritten reference's manifest is then fetched from the cache with the same lookup
+as ``verify`` (by tag, then by digest for a pinned reference), which makes a pull-through cache fetch it from
+upstream. Fetches run in parallel, at most ``concurrency`` at a time; results keep the input order.
+
+An HTTP answer does not tell whether the cache already held a manifest or just fetched it, so a success is reported
+as ``resolved`` (the cache serves it now), not as "warmed" or "already cached".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Final
+
+from webhook.reference import parse
+from webhook.verify import Outcome, resolve
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+    from webhook.rules import Rules
+    from webhook.verify import ManifestFetch
+
+DEFAULT_CONCURRENCY: Final = 8
+"""Fetches at once: each may make the cache call its upstream, whose rate limits (Docker Hub's) we respect."""
+
+
+class WarmStatus(StrEnum):
+    """What happened to one image."""
+
+    RESOLVED = "resolved"
+    """The cache served the manifest (it holds it now)."""
+    MISSING = "missing"
+    """The cache answered 404: the image (tag or digest) does not exist upstream, or the rule does not front it."""
+    FAILED = "failed"
+    """No usable answer: the registry's error (401, 403, 429, 5xx) or no answer at all."""
+    SKIPPED = "skipped"
+    """Not rewritten by the rules: nothing to warm."""
+
+
+_STATUS_BY_OUTCOME: Final = {
+    Outcome.RESOLVED: WarmStatus.RESOLVED,
+    Outcome.MISSING: WarmStatus.MISSING,
+    Outcome.FAILED: WarmStatus.FAILED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WarmResult:
+    """One image's line in the summary."""
+
+    image: str
+    target: str
+    """The cache reference fetched (the image itself when skipped)."""
+    status: WarmStatus
+    detail: str
+    """The manifest digest when resolved, the reason code when skipped, the registry's error otherwise."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the image needs no attention (resolved or skipped)."""
+        return self.status in {WarmStatus.RESOLVED, WarmStatus.SKIPPED}
+
+
+async def warm(
+    images: Iterable[str],
+    rules: Rules,
+    fetch: ManifestFetch,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: Callable[[WarmResult], None] | None = None,
+) -> list[WarmResult]:
+    """Warm each image (duplicates once); ``progress`` is called as each one finishes."""
+    unique = list(dict.fromkeys(images))
+    limit = asyncio.Semaphore(max(concurrency, 1))
+
+    async def one(image: str) -> WarmResult:
+        async with limit:
+            result = await warm_image(image, rules, fetch)
+        if progress is not None:
+            progress(result)
+        return result
+
+    return list(await asyncio.gather(*(one(image) for image in unique)))
+
+
+async def warm_image(image: str, rules: Rules, fetch: ManifestFetch) -> WarmResult:
+    """Decide, then fetch the rewritten reference's manifest through the cache."""
+    decision = rules.decide(image)
+    if not decision.rewrites:
+        return WarmResult(image, image, WarmStatus.SKIPPED, decision.reason.value)
+    lookup = await resolve(fetch, parse(decision.result))
+    return WarmResult(image, decision.result, _STATUS_BY_OUTCOME[lookup.outcome], lookup.detail)
+
+
+def read_image_list(lines: Iterable[str]) -> list[str]:
+    """Images from a file's lines: one per line, blank lines and ``#`` comments ignored."""
+    images = []
+    for line in lines:
+        text = line.partition("#")[0].strip()
+        if text:
+            images.append(text)
+    return images
+
+
+def summary(results: Sequence[WarmResult]) -> str:
+    """A table (image, status, target or detail) and a count per status."""
+    rows = [("IMAGE", "STATUS", "DETAIL")]
+    for result in results:
+        detail = result.detail if result.status is not WarmStatus.RESOLVED else f"{result.target} {result.detail}"
+        rows.append((result.image, result.status.value, detail.strip()))
+    widths = [max(len(row[column]) for row in rows) for column in range(2)]
+    lines = [f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}".rstrip() for row in rows]
+    counts = {status: sum(1 for result in results if result.status is status) for status in WarmStatus}
+    lines.append(", ".join(f"{count} {status.value}" for status, count in counts.items()))
+    return "\n".join(lines)
