@@ -8,11 +8,12 @@ happened. This webhook never denies: every response has ``allowed: true``; at wo
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, Literal, NotRequired, TypedDict
+
+import orjson
 
 from webhook.exceptions import AdmissionError
 from webhook.patch import PodPlan, plan_pod
@@ -181,7 +182,7 @@ def allowed(request: Review, warnings: Sequence[str] = ()) -> AdmissionReviewRes
 
 def patched(request: Review, patch: Sequence[Mapping[str, Any]]) -> AdmissionReviewResponse:
     """Admit with a JSON patch."""
-    encoded = base64.b64encode(json.dumps(list(patch), separators=(",", ":")).encode()).decode("ascii")
+    encoded = base64.b64encode(orjson.dumps(list(patch))).decode("ascii")
     response: AdmissionResponse = {"uid": request.uid, "allowed": True, "patchType": "JSONPatch", "patch": encoded}
     return _envelope(request, response)
 

@@ -1,8 +1,9 @@
 """The HTTP app: admission endpoints, health, metrics. Decoding and encoding here; deciding in ``admission``.
 
 Before decoding, as controller-runtime's ``http.go`` does: a body over the limit is refused while it is read (413,
-never buffered whole), an empty body or a wrong content type is a 400. ``/mutate`` and ``/audit`` take a lean path
-(raw body, orjson) instead of FastAPI's model binding, which would parse every review twice.
+never buffered whole), an empty body or a wrong content type is a 400. ``POST /mutate`` and ``POST /audit`` take a
+lean path, raw ASGI and orjson, in front of FastAPI: FastAPI's routing, middleware and request objects cost more
+than deciding a pod. Everything else (health, readiness, metrics, 404s) is served by FastAPI.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, Protocol
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any, Final, Protocol
+from urllib.parse import parse_qs
 
 import orjson
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.admission import Mode, Outcome, Review, parse_review, review, rewrite_candidates
@@ -30,17 +32,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("webhook.decisions")
 
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Health = Callable[[], tuple[bool, str]]
+
 BODY_LIMIT: Final = 3 * 1024 * 1024
 """The API server's own limit on an AdmissionReview body."""
 DEFAULT_DEADLINE: Final = 10.0
 """Seconds allowed when the API server sends no ``?timeout=`` (its default webhook timeout)."""
 DEADLINE_MARGIN: Final = 0.9
 """Answer within 90% of the API server's timeout, leaving it time to read the answer."""
+ADMISSION_PATHS: Final[dict[str, Mode]] = {"/mutate": Mode.MUTATE, "/audit": Mode.AUDIT}
+_JSON_HEADERS: Final = [(b"content-type", b"application/json")]
+_JSON_CLOSE_HEADERS: Final = [*_JSON_HEADERS, (b"connection", b"close")]
 _DURATION: Final = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?(?:ns|us|µs|ms|s|m|h))+")
 _DURATION_PART: Final = re.compile(r"([0-9]+(?:\.[0-9]*)?)(ns|us|µs|ms|s|m|h)")
 _SECONDS: Final = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-Health = Callable[[], tuple[bool, str]]
 
 
 class TargetVerifier(Protocol):
@@ -63,6 +72,76 @@ def parse_timeout(raw: str | None) -> float:
     return seconds if seconds > 0 else DEFAULT_DEADLINE
 
 
+class WebhookApp:
+    """The ASGI app: the admission paths answered directly, the rest handed to FastAPI (``.api``)."""
+
+    def __init__(
+        self,
+        rules: Callable[[], Rules],
+        api: FastAPI,
+        metrics: Metrics,
+        body_limit: int,
+        verifier: TargetVerifier | None,
+    ) -> None:
+        """Wire the admission path to its collaborators; see :func:`create_app`."""
+        self.api = api
+        self.metrics = metrics
+        self._rules = rules
+        self._body_limit = body_limit
+        self._verifier = verifier
+        self.closing_connections = False
+        """Set while the server stops: each answer then closes its connection, so a client (the API server) opens
+        a new one for its next request instead of reusing one that is about to close under it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection scope."""
+        mode = ADMISSION_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if mode is None or scope["method"] != "POST":
+            await self.api(scope, receive, send)
+            return
+        status, body = await self.admit(scope, receive, mode)
+        headers = _JSON_CLOSE_HEADERS if self.closing_connections else _JSON_HEADERS
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def admit(self, scope: Scope, receive: Receive, mode: Mode) -> tuple[int, bytes]:
+        """Read, decide, encode: the status and body of one admission answer."""
+        metrics = self.metrics
+        path = scope["path"]
+        started = time.perf_counter()
+        status = 200
+        try:
+            headers = dict(scope["headers"])
+            async with asyncio.timeout(_deadline(scope.get("query_string", b"")) * DEADLINE_MARGIN):
+                raw = await _read_body(headers, receive, self._body_limit)
+            body = await self._answer(raw, mode)
+        except AdmissionError as error:
+            metrics.errors.labels("bad_request").inc()
+            status, body = error.status, _error(error.message)
+        except TimeoutError:
+            metrics.errors.labels("bad_request").inc()
+            status, body = 408, _error("request body not received within the API server's timeout")
+        metrics.observe_request(path, str(status), time.perf_counter() - started)
+        return status, body
+
+    async def _answer(self, raw: bytes, mode: Mode) -> bytes:
+        try:
+            decoded = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            raise AdmissionError(400, f"request body is not valid JSON: {error}") from None
+        request = parse_review(decoded)
+        rules = self._rules()
+        effective = Mode.AUDIT if rules.config.dry_run else mode
+        vetoes = None
+        if self._verifier is not None:
+            candidates = rewrite_candidates(request, rules)
+            if candidates:
+                vetoes = await self._verifier.vetoes(candidates)
+        outcome = review(request, rules, effective, vetoes)
+        _record(request, outcome, effective, self.metrics)
+        return orjson.dumps(outcome.body)
+
+
 def create_app(
     rules: Rules | Callable[[], Rules],
     *,
@@ -70,7 +149,7 @@ def create_app(
     readiness: Health = _always_ready,
     body_limit: int = BODY_LIMIT,
     verifier: TargetVerifier | None = None,
-) -> FastAPI:
+) -> WebhookApp:
     """The webhook app.
 
     ``rules`` is the rule set, or a function returning the current one (``rules: discover`` swaps it);
@@ -79,90 +158,58 @@ def create_app(
     """
     metrics = metrics if metrics is not None else Metrics()
     current_rules: Callable[[], Rules] = rules if callable(rules) else (lambda: rules)
-    app = FastAPI(title="ecr-ptc-webhook", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.metrics = metrics
+    api = FastAPI(title="ecr-ptc-webhook", docs_url=None, redoc_url=None, openapi_url=None)
 
-    async def admit(request: Request, mode: Mode) -> Response:
-        path = request.url.path
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(parse_timeout(request.query_params.get("timeout")) * DEADLINE_MARGIN):
-                body = await _read_body(request, body_limit)
-            response = await _answer(body, current_rules(), mode, metrics, verifier)
-        except AdmissionError as error:
-            metrics.errors.labels("bad_request").inc()
-            response = _error(error.status, error.message)
-        except TimeoutError:
-            metrics.errors.labels("bad_request").inc()
-            response = _error(408, "request body not received within the API server's timeout")
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(time.perf_counter() - started)
-        return response
-
-    @app.post("/mutate")
-    async def mutate(request: Request) -> Response:
-        """Rewrite images (or, with ``dryRun: true``, only report)."""
-        return await admit(request, Mode.MUTATE)
-
-    @app.post("/audit")
-    async def audit(request: Request) -> Response:
-        """Report would-be rewrites as warnings; never patch."""
-        return await admit(request, Mode.AUDIT)
-
-    @app.get("/healthz")
+    @api.get("/healthz")
     async def healthz() -> Response:
         """Liveness: the event loop answers."""
         return Response(b'{"status":"ok"}', media_type="application/json")
 
-    @app.get("/readyz")
+    @api.get("/readyz")
     async def readyz() -> Response:
         """Readiness: a certificate is loaded and the server is not draining."""
         ready, detail = readiness()
         body = orjson.dumps({"status": "ok" if ready else "unavailable", "detail": detail})
         return Response(body, status_code=200 if ready else 503, media_type="application/json")
 
-    @app.get("/metrics")
+    @api.get("/metrics")
     async def prometheus_metrics() -> Response:
         """Prometheus text exposition."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+    return WebhookApp(current_rules, api, metrics, body_limit, verifier)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    content_type = request.headers.get("content-type", "")
+def _deadline(query_string: bytes) -> float:
+    if not query_string:
+        return DEFAULT_DEADLINE
+    values = parse_qs(query_string.decode("latin-1")).get("timeout")
+    return parse_timeout(values[0] if values else None)
+
+
+async def _read_body(headers: dict[bytes, bytes], receive: Receive, limit: int) -> bytes:
+    content_type = headers.get(b"content-type", b"").decode("latin-1")
     if content_type.partition(";")[0].strip().lower() != "application/json":
         raise AdmissionError(400, f"content type {content_type!r} is not application/json")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise AdmissionError(413, f"request body of {declared} bytes is over the {limit}-byte limit")
+    declared = headers.get(b"content-length", b"")
+    if declared.isdigit() and int(declared) > limit:
+        raise AdmissionError(413, f"request body of {declared.decode()} bytes is over the {limit}-byte limit")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise AdmissionError(400, "client disconnected before sending the whole body")
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise AdmissionError(413, f"request body is over the {limit}-byte limit")
         chunks.append(chunk)
+        more = message.get("more_body", False)
     if size == 0:
         raise AdmissionError(400, "request body is empty")
-    return b"".join(chunks)
-
-
-async def _answer(body: bytes, rules: Rules, mode: Mode, metrics: Metrics, verifier: TargetVerifier | None) -> Response:
-    try:
-        decoded = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise AdmissionError(400, f"request body is not valid JSON: {error}") from None
-    request = parse_review(decoded)
-    effective = Mode.AUDIT if rules.config.dry_run else mode
-    vetoes = None
-    if verifier is not None:
-        candidates = rewrite_candidates(request, rules)
-        if candidates:
-            vetoes = await verifier.vetoes(candidates)
-    outcome = review(request, rules, effective, vetoes)
-    _record(request, outcome, effective, metrics)
-    return Response(orjson.dumps(outcome.body), media_type="application/json")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _record(request: Review, outcome: Outcome, mode: Mode, metrics: Metrics) -> None:
@@ -172,9 +219,11 @@ def _record(request: Review, outcome: Outcome, mode: Mode, metrics: Metrics) -> 
     if outcome.plan is None:
         return
     logging_enabled = log.isEnabledFor(logging.INFO)
+    counts: dict[tuple[str, str, str, str], int] = {}
     for item in outcome.plan.decisions:
         decision = item.decision
-        metrics.decisions.labels(decision.tier or "", decision.reason.value, decision.action, mode.value).inc()
+        key = (decision.tier or "", decision.reason.value, decision.action, mode.value)
+        counts[key] = counts.get(key, 0) + 1
         if logging_enabled:
             log.info(
                 "decision",
@@ -191,7 +240,8 @@ def _record(request: Review, outcome: Outcome, mode: Mode, metrics: Metrics) -> 
                     "mode": mode.value,
                 },
             )
+    metrics.count_decisions(counts)
 
 
-def _error(status: int, message: str) -> Response:
-    return Response(orjson.dumps({"error": message}), status_code=status, media_type="application/json")
+def _error(message: str) -> bytes:
+    return orjson.dumps({"error": message})

@@ -7,10 +7,11 @@ the pod even with ``failurePolicy: Ignore``, so every op here applies to the obj
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypedDict
+
+import orjson
 
 from webhook.reasons import Reason
 from webhook.rules import Decision, skip
@@ -38,7 +39,7 @@ class PatchOperation(TypedDict):
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per image per review, and frozen __init__ costs 3x
 class ImageSlot:
     """Where an image sits in a pod spec: a container's ``image`` or an image volume's ``image.reference``."""
 
@@ -59,8 +60,7 @@ class ImageSlot:
         return f"{spec_path}/{self.field}/{self.index}/{suffix}"
 
 
-@dataclass(frozen=True, slots=True)
-class ImageDecision:
+class ImageDecision(NamedTuple):
     """One image of a pod and what the rules decided for it."""
 
     slot: ImageSlot
@@ -193,8 +193,8 @@ def _load_originals(raw: object) -> dict[str, str]:
     if not isinstance(raw, str):
         return {}
     try:
-        loaded = json.loads(raw)
-    except ValueError:
+        loaded = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return {}
     if not isinstance(loaded, dict):
         return {}
@@ -202,7 +202,7 @@ def _load_originals(raw: object) -> dict[str, str]:
 
 
 def _dump(originals: Mapping[str, str]) -> str:
-    return json.dumps(dict(originals), sort_keys=True, separators=(",", ":"))
+    return orjson.dumps(dict(originals), option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _escape(token: str) -> str:

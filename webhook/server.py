@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import uvicorn
 
@@ -16,7 +17,9 @@ from webhook.tls import WATCH_INTERVAL, CertificateSource, LoadedCertificate
 
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Callable, Coroutine
     from pathlib import Path
+    from types import FrameType
 
     from webhook.config import Config
     from webhook.discovery import RuleDiscovery
@@ -29,6 +32,10 @@ MAX_CONCURRENCY: Final = 512
 the API server admit the pod unmodified (failurePolicy Ignore) instead of queueing it into its timeout."""
 DRAIN_TIMEOUT: Final = 25
 """Seconds in-flight requests get to finish on SIGTERM (inside the pod's default 30 s grace period)."""
+SHUTDOWN_LINGER: Final = 2.0
+"""Seconds the server keeps answering after SIGTERM, each answer with ``Connection: close``, before it stops
+listening and closes idle connections: a client's kept-open connection is then closed after an answer, never under
+a request it is about to send (which the API server would see as a failed call)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,40 @@ class ServeSettings:
     max_concurrency: int = MAX_CONCURRENCY
     drain_timeout: int = DRAIN_TIMEOUT
     watch_interval: float = WATCH_INTERVAL
+    shutdown_linger: float = SHUTDOWN_LINGER
+
+
+class LingeringServer(uvicorn.Server):
+    """A uvicorn server that stops in two steps.
+
+    On the first SIGTERM/SIGINT it answers for ``linger`` seconds more, not ready and closing each connection after
+    its answer; then it shuts down as uvicorn does (stops listening, drains in-flight requests). A second signal
+    stops at once.
+    """
+
+    def __init__(self, config: uvicorn.Config, linger: float, on_stopping: Callable[[], None]) -> None:
+        """Serve ``config``; ``on_stopping`` runs when the first signal arrives."""
+        super().__init__(config)
+        self.linger = linger
+        self.stopping = False
+        self._on_stopping = on_stopping
+        self._exit_at = 0.0
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Start lingering on the first signal; behave as uvicorn does on the next one or without a linger."""
+        if self.stopping or self.linger <= 0:
+            super().handle_exit(sig, frame)
+            return
+        self._captured_signals.append(sig)  # uvicorn re-raises it once stopped, as after its own handling
+        self.stopping = True
+        self._exit_at = time.monotonic() + self.linger
+        self._on_stopping()
+
+    async def on_tick(self, counter: int) -> bool:
+        """Uvicorn's housekeeping tick (every 0.1 s): the linger ends here."""
+        if self.stopping and not self.should_exit and time.monotonic() >= self._exit_at:
+            self.should_exit = True
+        return await super().on_tick(counter)
 
 
 def build_server(
@@ -51,7 +92,7 @@ def build_server(
     metrics: Metrics | None = None,
     discovery: RuleDiscovery | None = None,
     verifier: TargetVerifier | None = None,
-) -> tuple[uvicorn.Server, CertificateSource]:
+) -> tuple[LingeringServer, CertificateSource]:
     """A uvicorn server for ``config`` whose TLS context follows the certificate files.
 
     ``discovery`` supplies the rules (``rules: discover``) and ``verifier`` checks targets (``verify: true``); both
@@ -67,10 +108,10 @@ def build_server(
 
     source = CertificateSource(settings.cert_file, settings.key_file, on_reload=on_reload)
     source.server_context()  # fail at start, with the file names, if the pair cannot serve
-    server: uvicorn.Server
+    server: LingeringServer
 
     def readiness() -> tuple[bool, str]:
-        if server.should_exit:
+        if server.stopping or server.should_exit:
             return False, "shutting down"
         ready, detail = source.healthy()
         details = [detail]
@@ -101,8 +142,28 @@ def build_server(
         server_header=False,
         date_header=False,
     )
-    server = uvicorn.Server(uvicorn_config)
+
+    def on_stopping() -> None:
+        app.closing_connections = True
+        log.info("stopping: answering %.1f s more, closing each connection after its answer", settings.shutdown_linger)
+
+    server = LingeringServer(uvicorn_config, settings.shutdown_linger, on_stopping)
     return server, source
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` to completion on uvloop when it is installed (a dependency on Linux and macOS), else asyncio.
+
+    uvloop's TLS and socket handling are compiled: about twice the admissions per second of asyncio's pure-Python
+    TLS transport on the same machine (hack/bench).
+    """
+    try:
+        import uvloop  # noqa: PLC0415 - optional: not built for Windows
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def metrics_version() -> str:

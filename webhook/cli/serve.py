@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from webhook import logs
 from webhook.cli._options import add_config_arguments, config_from_args
-from webhook.server import DRAIN_TIMEOUT, MAX_CONCURRENCY, ServeSettings, serve
+from webhook.server import DRAIN_TIMEOUT, MAX_CONCURRENCY, SHUTDOWN_LINGER, ServeSettings, run_event_loop, serve
 from webhook.tls import WATCH_INTERVAL
 
 if TYPE_CHECKING:
@@ -37,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="connections and requests in flight beyond which the server answers 503 at once",
     )
     parser.add_argument("--drain-timeout", type=int, default=DRAIN_TIMEOUT, help="seconds to finish requests")
+    parser.add_argument(
+        "--shutdown-linger",
+        type=float,
+        default=SHUTDOWN_LINGER,
+        help="seconds to keep answering after SIGTERM, closing each connection after its answer (0: stop at once)",
+    )
     parser.add_argument("--cert-watch-interval", type=float, default=WATCH_INTERVAL, help="seconds between checks")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(run=run)
@@ -54,10 +59,11 @@ def run(args: argparse.Namespace) -> int:
         max_concurrency=args.max_concurrency,
         drain_timeout=args.drain_timeout,
         watch_interval=args.cert_watch_interval,
+        shutdown_linger=args.shutdown_linger,
     )
     log.info(
         "starting",
         extra={"registry": config.registry, "tiers": list(config.tiers), "dry_run": config.dry_run, "port": args.port},
     )
-    asyncio.run(serve(config, settings))
+    run_event_loop(serve(config, settings))
     return 0

@@ -1,0 +1,363 @@
+"""Admission throughput and latency: the webhook against a floor server on the same stack, driven by wrk and hey.
+
+The floor is uvicorn over the same TLS setup answering a constant AdmissionReview without parsing: the cost of
+HTTP + TLS alone. Both run as one process each (one replica), measured one after the other in one run, so the ratio
+webhook/floor is what to compare across machines. Prints one table row per case; the last line reads
+``throughput ratio webhook/floor (10 containers): 0.NN``. Nothing here is a test: it only prints figures.
+
+    hack/bench                         # the full run (about 2 minutes)
+    hack/bench --duration 5 --quick    # a smoke run
+    hack/bench --soak 10               # 10 minutes at 1,000 req/s, RSS every 30 s (memory must stay flat)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator
+
+    from webhook.certs import CertificateFiles
+
+    Message = dict[str, Any]
+    Receive = Callable[[], Awaitable[Message]]
+    Send = Callable[[Message], Awaitable[None]]
+    Asgi = Callable[[Message, Receive, Send], Awaitable[None]]
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from reviews import make_pod, make_review  # noqa: E402
+
+from webhook.certs import write_certificates  # noqa: E402
+
+CONFIG = ROOT / "examples" / "config.yaml"
+IMAGES = (
+    "quay.io/prometheus/node-exporter:v1.8.2",
+    "nginx:1.27",
+    "registry.k8s.io/ingress-nginx/controller:v1.11.2",
+    "public.ecr.aws/karpenter/controller:1.1.0",
+    "ghcr.io/fluxcd/source-controller:v1.4.1",
+)
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open(os.getenv("BENCH_BODY"), "rb")
+wrk.body = f:read("*a")
+f:close()
+done = function(summary, latency, requests)
+  io.write(string.format("BENCH rps=%.1f p50=%.3f p99=%.3f p999=%.3f errors=%d requests=%d\\n",
+    summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency:percentile(99.9) / 1000,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.status
+      + summary.errors.timeout, summary.requests))
+end
+"""
+
+
+def floor_app() -> Asgi:
+    """An ASGI app that reads the body and answers a constant review: no JSON parsing, no decisions."""
+    answer = json.dumps(
+        {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": "x", "allowed": True}}
+    ).encode()
+
+    async def app(scope: Message, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": answer})
+
+    return app
+
+
+def serve_floor(port: int, cert: Path, key: Path) -> None:
+    """Run the floor server (same uvicorn settings and TLS context as the webhook)."""
+    import uvicorn  # noqa: PLC0415
+
+    from webhook.server import run_event_loop  # noqa: PLC0415
+    from webhook.tls import CertificateSource  # noqa: PLC0415
+
+    source = CertificateSource(cert, key)
+    config = uvicorn.Config(
+        floor_app(),
+        host="127.0.0.1",
+        port=port,
+        ssl_context_factory=lambda _c, _d: source.server_context(),
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        http="auto",  # as the webhook: httptools when installed (it is a dependency)
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+    )
+    run_event_loop(uvicorn.Server(config).serve())  # the webhook's own event loop choice
+
+
+@dataclass
+class Result:
+    rps: float
+    p50: float
+    p99: float
+    p999: float
+    errors: int
+    requests: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(port: int, ca: Path, path: str) -> None:
+    context = ssl.create_default_context(cafile=str(ca))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=1) as raw,
+                context.wrap_socket(raw, server_hostname="localhost") as tls,
+            ):
+                tls.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+                if tls.recv(64).startswith(b"HTTP/1.1 "):
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"server on port {port} did not come up")
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass(frozen=True)
+class Load:
+    """How wrk drives a server."""
+
+    script: Path
+    duration: int
+    connections: int
+
+
+def run_wrk(port: int, path: str, body: Path, load: Load) -> Result:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{load.connections}",
+            f"-d{load.duration}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(load.script),
+            f"https://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "BENCH_BODY": str(body)},
+    ).stdout
+    match = re.search(r"BENCH rps=(\S+) p50=(\S+) p99=(\S+) p999=(\S+) errors=(\d+) requests=(\d+)", out)
+    if match is None:
+        raise SystemExit(f"wrk printed no figures:\n{out}")
+    rps, p50, p99, p999 = (float(value) for value in match.group(1, 2, 3, 4))
+    return Result(rps, p50, p99, p999, int(match.group(5)), int(match.group(6)))
+
+
+def run_hey(port: int, path: str, body: Path, duration: int, rate: int) -> tuple[float, float, int]:
+    """Fixed-rate load (hey: 5 workers x rate/5 req/s, keep-alive); returns p50 and p99 in ms, and errors.
+
+    hey's workers fire on aligned ticks, so N workers send bursts of N requests that queue behind each other; 5 keeps
+    that artefact small (the API server's arrivals are not synchronised) while leaving each worker 5 ms per request.
+    """
+    workers = 5
+    out = subprocess.run(
+        [
+            "hey",
+            "-z",
+            f"{duration}s",
+            "-c",
+            str(workers),
+            "-q",
+            str(rate // workers),
+            "-m",
+            "POST",
+            "-T",
+            "application/json",
+            "-D",
+            str(body),
+            f"https://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    p50 = re.search(r"50%+ in (\S+) secs", out)
+    p99 = re.search(r"99%+ in (\S+) secs", out)
+    codes = re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)
+    failed = sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]\s+(?:Get|Post)\b", out, re.MULTILINE))
+    errors = sum(int(n) for code, n in codes if code != "200") + failed
+    if p50 is None or p99 is None:
+        raise SystemExit(f"hey printed no figures:\n{out}")
+    return float(p50.group(1)) * 1000, float(p99.group(1)) * 1000, errors
+
+
+def write_bodies(work: Path, sizes: tuple[int, ...]) -> dict[int, Path]:
+    """One API-server-shaped AdmissionReview per pod size, written to ``work``."""
+    bodies = {}
+    for size in sizes:
+        images = (
+            IMAGES[i] if i < len(IMAGES) else IMAGES[i % len(IMAGES)].replace(":", f"-{i}:", 1) for i in range(size)
+        )
+        bodies[size] = work / f"review-{size}.json"
+        bodies[size].write_text(json.dumps(make_review(make_pod(*images))))
+    return bodies
+
+
+def server_argv(name: str, port: int, files: CertificateFiles) -> tuple[list[str], str]:
+    """The command that starts ``name`` (floor or webhook) on ``port``, and its readiness path."""
+    if name == "floor":
+        return [sys.executable, __file__, "--floor", str(port), str(files.cert), str(files.key)], "/healthz"
+    executable = str(Path(sys.executable).parent / "ecr-ptc-webhook")
+    return [
+        executable,
+        "serve",
+        "--config",
+        str(CONFIG),
+        "--host",
+        "127.0.0.1",
+        "--log-level",
+        "warning",
+        "--port",
+        str(port),
+        "--tls-cert",
+        str(files.cert),
+        "--tls-key",
+        str(files.key),
+    ], "/readyz"
+
+
+@contextlib.contextmanager
+def running(name: str, files: CertificateFiles) -> Iterator[tuple[int, int]]:
+    """Start ``name``, wait until it answers, yield (port, pid); SIGTERM it afterwards."""
+    port = free_port()
+    argv, ready_path = server_argv(name, port, files)
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(port, files.ca, ready_path)
+        yield port, process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def rss_mib(pid: int) -> float:
+    """Current resident memory of ``pid``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def soak(files: CertificateFiles, body: Path, minutes: float, rate: int) -> None:
+    """Fixed-rate load on the webhook for ``minutes``, printing its RSS every interval: memory must stay flat."""
+    interval = 30
+    with running("webhook", files) as (port, pid):
+        rounds = max(1, round(minutes * 60 / interval))
+        samples = [rss_mib(pid)]
+        print(f"soak: {rate} req/s, 10 containers, {rounds * interval} s; RSS MiB every {interval} s:")
+        for _ in range(rounds):
+            p50, p99, errors = run_hey(port, "/mutate", body, interval, rate)
+            samples.append(rss_mib(pid))
+            print(f"  RSS {samples[-1]:6.1f} MiB  p50 {p50:.2f} ms  p99 {p99:.2f} ms  errors {errors}", flush=True)
+    settled = samples[1]
+    print(
+        f"soak RSS: start {samples[0]:.1f} MiB, after first interval {settled:.1f} MiB, end {samples[-1]:.1f} MiB, "
+        f"growth after warm-up {samples[-1] - settled:+.1f} MiB"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections (kept open, like the API server)")
+    parser.add_argument("--rate", type=int, default=1000, help="requests/s for the fixed-rate latency check")
+    parser.add_argument("--quick", action="store_true", help="only the 10-container case")
+    parser.add_argument("--soak", type=float, metavar="MINUTES", help="instead: fixed-rate soak, RSS over time")
+    parser.add_argument("--floor", nargs=3, metavar=("PORT", "CERT", "KEY"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.floor:
+        serve_floor(int(args.floor[0]), Path(args.floor[1]), Path(args.floor[2]))
+        return 0
+    for tool in ("wrk", "hey"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} not found: run hack/bench (it installs wrk and hey), or apt-get install {tool}")
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    try:
+        files = write_certificates(work / "certs", ["localhost"], ["127.0.0.1"])
+        sizes = (10,) if args.quick else (1, 10, 100)
+        bodies = write_bodies(work, sizes)
+        if args.soak:
+            soak(files, bodies[10], args.soak, args.rate)
+            return 0
+        script = work / "post.lua"
+        script.write_text(WRK_SCRIPT)
+        compare(files, bodies, Load(script, args.duration, args.connections), args.rate)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def compare(files: CertificateFiles, bodies: dict[int, Path], load: Load, rate: int) -> None:
+    """Floor then webhook: wrk per pod size, hey at a fixed rate; the table, then the ratios (10 containers last)."""
+    results: dict[tuple[str, int], Result] = {}
+    fixed: dict[str, tuple[float, float, int, float]] = {}
+    print(f"{'server':8} {'containers':>10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'errors':>7}")
+    for name in ("floor", "webhook"):
+        with running(name, files) as (port, pid):
+            for size, body in bodies.items():
+                run_wrk(port, "/mutate", body, Load(load.script, 2, load.connections))  # warm-up
+                result = results[name, size] = run_wrk(port, "/mutate", body, load)
+                print(
+                    f"{name:8} {size:>10} {result.rps:>9.0f} {result.p50:>8.2f} {result.p99:>8.2f} "
+                    f"{result.p999:>9.2f} {result.errors:>7}",
+                    flush=True,
+                )
+            fixed[name] = (*run_hey(port, "/mutate", bodies[10], load.duration, rate), peak_rss_mib(pid))
+    for name, (p50, p99, errors, peak) in fixed.items():
+        print(
+            f"{name}: {rate} req/s fixed rate, 10 containers: p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+            f"errors {errors}; peak RSS {peak:.0f} MiB"
+        )
+    for size in sorted(bodies, key=lambda size: size == 10):
+        ratio = results["webhook", size].rps / results["floor", size].rps
+        print(f"throughput ratio webhook/floor ({size} containers): {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
