@@ -24,6 +24,7 @@ run: venv
 ## tools: helm, kubectl and the other real tools the integration tests use
 tools:
 	bash hack/install-tools.sh
+	bash hack/install-registry-tools.sh
 
 lint: venv
 	$(BIN)/ruff check .

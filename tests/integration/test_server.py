@@ -16,8 +16,8 @@ import jsonpatch
 import kubernetes_validate
 import pytest
 from cryptography import x509
+from integration.server import WebhookProcess
 from reviews import make_pod, make_review
-from server import WebhookProcess
 
 from webhook.certs import certificate_pem, generate_ca, generate_serving, key_pem
 
@@ -151,7 +151,7 @@ def test_a_mismatched_pair_at_start_is_a_clear_error(tmp_path: Path, config_file
     (other / "tls.key").write_bytes(key_pem(wrong_key))
     import subprocess  # noqa: PLC0415
 
-    from server import EXECUTABLE  # noqa: PLC0415
+    from integration.server import EXECUTABLE  # noqa: PLC0415
 
     result = subprocess.run(
         [
