@@ -291,7 +291,8 @@ def test_failure_policy_fail_needs_more_than_one_replica() -> None:
 def test_config_map_is_the_webhook_config_from_the_top_level_values(values: Path) -> None:
     config = yaml.safe_load(one(render_ci(values.name), "ConfigMap")["data"]["config.yaml"])
     chosen = chart_values(values.name)
-    expected = {key: chosen[key] for key in ("registry", "tiers", "dryRun", "digests")}
+    keys = ("registry", "tiers", "dryRun", "digests", "rules", "rulesRefreshSeconds", "verify", "verifyBudgetSeconds")
+    expected = {key: chosen[key] for key in keys}
     if chosen["prefixes"]:
         expected["prefixes"] = chosen["prefixes"]
     assert config == expected
@@ -342,6 +343,9 @@ def test_schema_patterns_are_the_webhooks_registry_facts() -> None:
         (["--set", "dryRun=yes"], "at '/dryRun': got string, want boolean"),
         (["--set-string", "dryRun=true"], "at '/dryRun': got string, want boolean"),
         (["--set", "digests=always"], "at '/digests': value must be one of 'rewrite', 'skip'"),
+        (["--set", "rules=dynamic"], "at '/rules': value must be one of 'static', 'discover'"),
+        (["--set", "verify=sometimes"], "at '/verify': got string, want boolean"),
+        (["--set", "verifyBudgetSeconds=5"], "at '/verifyBudgetSeconds'"),
         (["--set", "prefixes.quay=Quay.IO"], "at '/prefixes/quay'"),
         (["--set", "prefixes.dockerhub=hub"], "at '/prefixes': additional properties 'dockerhub' not allowed"),
         (["--set", "certificates.mode=vault"], "at '/certificates/mode'"),
