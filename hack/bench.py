@@ -8,6 +8,7 @@ webhook/floor is what to compare across machines. Prints one table row per case;
     hack/bench                         # the full run (about 2 minutes)
     hack/bench --duration 5 --quick    # a smoke run
     hack/bench --soak 10               # 10 minutes at 1,000 req/s, RSS every 30 s (memory must stay flat)
+    hack/bench --http h11 --event-loop asyncio   # both servers on the pure-Python stack
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
     from webhook.certs import CertificateFiles
+    from webhook.server import EventLoop
 
     Message = dict[str, Any]
     Receive = Callable[[], Awaitable[Message]]
@@ -91,7 +93,15 @@ def floor_app() -> Asgi:
     return app
 
 
-def serve_floor(port: int, cert: Path, key: Path) -> None:
+@dataclass(frozen=True)
+class Stack:
+    """HTTP parser and event loop, the same for both servers (``serve --http``, ``--event-loop``)."""
+
+    http: Literal["auto", "httptools", "h11"] = "auto"
+    loop: EventLoop = "auto"
+
+
+def serve_floor(port: int, cert: Path, key: Path, stack: Stack) -> None:
     """Run the floor server (same uvicorn settings and TLS context as the webhook)."""
     import uvicorn  # noqa: PLC0415
 
@@ -107,12 +117,12 @@ def serve_floor(port: int, cert: Path, key: Path) -> None:
         lifespan="off",
         access_log=False,
         log_level="warning",
-        http="auto",  # as the webhook: httptools when installed (it is a dependency)
+        http=stack.http,
         proxy_headers=False,
         server_header=False,
         date_header=False,
     )
-    run_event_loop(uvicorn.Server(config).serve())  # the webhook's own event loop choice
+    run_event_loop(uvicorn.Server(config).serve(), stack.loop)
 
 
 @dataclass
@@ -239,10 +249,11 @@ def write_bodies(work: Path, sizes: tuple[int, ...]) -> dict[int, Path]:
     return bodies
 
 
-def server_argv(name: str, port: int, files: CertificateFiles) -> tuple[list[str], str]:
+def server_argv(name: str, port: int, files: CertificateFiles, stack: Stack) -> tuple[list[str], str]:
     """The command that starts ``name`` (floor or webhook) on ``port``, and its readiness path."""
     if name == "floor":
-        return [sys.executable, __file__, "--floor", str(port), str(files.cert), str(files.key)], "/healthz"
+        floor = [sys.executable, __file__, "--floor", str(port), str(files.cert), str(files.key)]
+        return [*floor, "--http", stack.http, "--event-loop", stack.loop], "/healthz"
     executable = str(Path(sys.executable).parent / "ecr-ptc-webhook")
     return [
         executable,
@@ -259,14 +270,18 @@ def server_argv(name: str, port: int, files: CertificateFiles) -> tuple[list[str
         str(files.cert),
         "--tls-key",
         str(files.key),
+        "--http",
+        stack.http,
+        "--event-loop",
+        stack.loop,
     ], "/readyz"
 
 
 @contextlib.contextmanager
-def running(name: str, files: CertificateFiles) -> Iterator[tuple[int, int]]:
+def running(name: str, files: CertificateFiles, stack: Stack) -> Iterator[tuple[int, int]]:
     """Start ``name``, wait until it answers, yield (port, pid); SIGTERM it afterwards."""
     port = free_port()
-    argv, ready_path = server_argv(name, port, files)
+    argv, ready_path = server_argv(name, port, files, stack)
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(port, files.ca, ready_path)
@@ -284,10 +299,10 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def soak(files: CertificateFiles, body: Path, minutes: float, rate: int) -> None:
+def soak(files: CertificateFiles, stack: Stack, body: Path, minutes: float, rate: int) -> None:
     """Fixed-rate load on the webhook for ``minutes``, printing its RSS every interval: memory must stay flat."""
     interval = 30
-    with running("webhook", files) as (port, pid):
+    with running("webhook", files, stack) as (port, pid):
         rounds = max(1, round(minutes * 60 / interval))
         samples = [rss_mib(pid)]
         print(f"soak: {rate} req/s, 10 containers, {rounds * interval} s; RSS MiB every {interval} s:")
@@ -309,10 +324,15 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=1000, help="requests/s for the fixed-rate latency check")
     parser.add_argument("--quick", action="store_true", help="only the 10-container case")
     parser.add_argument("--soak", type=float, metavar="MINUTES", help="instead: fixed-rate soak, RSS over time")
+    parser.add_argument("--http", choices=["auto", "httptools", "h11"], default="auto", help="both servers' parser")
+    parser.add_argument(
+        "--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="both servers' loop"
+    )
     parser.add_argument("--floor", nargs=3, metavar=("PORT", "CERT", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    stack = Stack(args.http, args.event_loop)
     if args.floor:
-        serve_floor(int(args.floor[0]), Path(args.floor[1]), Path(args.floor[2]))
+        serve_floor(int(args.floor[0]), Path(args.floor[1]), Path(args.floor[2]), stack)
         return 0
     for tool in ("wrk", "hey"):
         if shutil.which(tool) is None:
@@ -323,23 +343,24 @@ def main() -> int:
         sizes = (10,) if args.quick else (1, 10, 100)
         bodies = write_bodies(work, sizes)
         if args.soak:
-            soak(files, bodies[10], args.soak, args.rate)
+            soak(files, stack, bodies[10], args.soak, args.rate)
             return 0
         script = work / "post.lua"
         script.write_text(WRK_SCRIPT)
-        compare(files, bodies, Load(script, args.duration, args.connections), args.rate)
+        print(f"stack: http {stack.http}, event loop {stack.loop}")
+        compare(files, stack, bodies, Load(script, args.duration, args.connections), args.rate)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
-def compare(files: CertificateFiles, bodies: dict[int, Path], load: Load, rate: int) -> None:
+def compare(files: CertificateFiles, stack: Stack, bodies: dict[int, Path], load: Load, rate: int) -> None:
     """Floor then webhook: wrk per pod size, hey at a fixed rate; the table, then the ratios (10 containers last)."""
     results: dict[tuple[str, int], Result] = {}
     fixed: dict[str, tuple[float, float, int, float]] = {}
     print(f"{'server':8} {'containers':>10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'errors':>7}")
     for name in ("floor", "webhook"):
-        with running(name, files) as (port, pid):
+        with running(name, files, stack) as (port, pid):
             for size, body in bodies.items():
                 run_wrk(port, "/mutate", body, Load(load.script, 2, load.connections))  # warm-up
                 result = results[name, size] = run_wrk(port, "/mutate", body, load)

@@ -8,7 +8,6 @@ happened. This webhook never denies: every response has ``allowed: true``; at wo
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, Literal, NotRequired, TypedDict
@@ -16,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NotRequired, TypedDict
 import orjson
 
 from webhook.exceptions import AdmissionError
-from webhook.patch import PodPlan, plan_pod
+from webhook.patch import PodPlan, is_json_object, plan_pod
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from webhook.patch import ImageDecision
     from webhook.reasons import Reason
@@ -90,7 +89,7 @@ class Review:
             self.kind.get("group") == ""
             and self.kind.get("version") == "v1"
             and self.kind.get("kind") == "Pod"
-            and isinstance(self.object, Mapping)
+            and is_json_object(self.object)
         )
 
 
@@ -105,7 +104,7 @@ class Outcome:
 
 def parse_review(body: object) -> Review:
     """Validate a decoded AdmissionReview; raise :class:`AdmissionError` (400) naming what is wrong."""
-    if not isinstance(body, Mapping):
+    if not is_json_object(body):
         raise AdmissionError(400, "expected a JSON object (an AdmissionReview)")
     api_version, kind = body.get("apiVersion"), body.get("kind")
     if api_version != API_VERSION or kind != KIND:
@@ -113,7 +112,7 @@ def parse_review(body: object) -> Review:
             400, f"expected apiVersion {API_VERSION} kind {KIND}, got apiVersion {api_version!r} kind {kind!r}"
         )
     request = body.get("request")
-    if not isinstance(request, Mapping):
+    if not is_json_object(request):
         raise AdmissionError(400, "AdmissionReview has no request")
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
@@ -124,12 +123,12 @@ def parse_review(body: object) -> Review:
         uid=uid,
         api_version=api_version,
         operation=_string(request.get("operation")),
-        kind=request_kind if isinstance(request_kind, Mapping) else {},
+        kind=request_kind if is_json_object(request_kind) else {},
         sub_resource=_string(request.get("subResource")),
         namespace=_string(request.get("namespace")),
         name=_string(request.get("name")) or _pod_name(obj),
-        object=obj if isinstance(obj, Mapping) else None,
-        old_object=old if isinstance(old, Mapping) else None,
+        object=obj if is_json_object(obj) else None,
+        old_object=old if is_json_object(old) else None,
     )
 
 
@@ -221,7 +220,7 @@ def _string(value: object) -> str:
 
 def _pod_name(obj: object) -> str:
     """A pod's name, or its ``generateName`` prefix (CREATE requests for controller pods have no name yet)."""
-    metadata = obj.get("metadata") if isinstance(obj, Mapping) else None
-    if not isinstance(metadata, Mapping):
+    metadata = obj.get("metadata") if is_json_object(obj) else None
+    if not is_json_object(metadata):
         return ""
     return _string(metadata.get("name")) or _string(metadata.get("generateName"))

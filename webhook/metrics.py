@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
 import collections
-from typing import TYPE_CHECKING, Any, Final
+import itertools
+from typing import TYPE_CHECKING, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from webhook import __version__
@@ -24,19 +26,24 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         """Create every collector in ``registry`` (a fresh one by default)."""
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.decisions = DecisionTally(registry=self.registry)
-        self.requests = Counter(
+        # The admission path's own collectors are plain dicts read at scrape time (see CounterTally).
+        self.decisions = CounterTally(
+            "ecr_ptc_webhook_decisions",
+            "Image decisions, by tier, reason, action and mode (mutate or audit).",
+            ("tier", "reason", "action", "mode"),
+            self.registry,
+        )
+        self.requests = CounterTally(
             "ecr_ptc_webhook_requests",
             "HTTP requests to the admission endpoints, by path and status code.",
-            ["path", "code"],
-            registry=self.registry,
+            ("path", "code"),
+            self.registry,
         )
-        self.latency = Histogram(
+        self.latency = LatencyTally(
             "ecr_ptc_webhook_request_duration_seconds",
             "Time to answer an admission request, body read included.",
-            ["path"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            LATENCY_BUCKETS,
+            self.registry,
         )
         self.errors = Counter(
             "ecr_ptc_webhook_errors",
@@ -57,8 +64,6 @@ class Metrics:
         )
         self.info = Info("ecr_ptc_webhook", "Version and configuration.", registry=self.registry)
         self.info.info({"version": __version__})
-        # `labels()` takes a lock and validates on every call; admission counts a few label sets millions of times.
-        self._request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def count_decisions(self, counts: Mapping[tuple[str, str, str, str], int]) -> None:
         """Count the image decisions of one review: (tier, reason, action, mode) -> how many."""
@@ -66,29 +71,24 @@ class Metrics:
 
     def observe_request(self, path: str, code: str, seconds: float) -> None:
         """Count one admission request and its latency."""
-        key = (path, code)
-        children = self._request_children.get(key)
-        if children is None:
-            children = self._request_children[key] = (self.requests.labels(*key), self.latency.labels(path))
-        children[0].inc()
-        children[1].observe(seconds)
+        self.requests.counts[path, code] += 1
+        self.latency.observe(path, seconds)
 
 
-class DecisionTally(Collector):
-    """``ecr_ptc_webhook_decisions_total{tier,reason,action,mode}``, kept as a plain dict and read at scrape time.
+class CounterTally(Collector):
+    """A labelled counter kept as a plain :class:`collections.Counter` and turned into samples at scrape time.
 
-    Every admission counts several decisions; a prometheus ``Counter`` takes a lock and validates labels on each
-    ``labels()`` call, which cost a tenth of the admission path (hack/bench, py-spy). The event loop is the only
-    writer; a scrape reads a copy.
+    Every admission counts a request and several decisions; a prometheus ``Counter`` takes a lock and validates the
+    labels on each ``labels()`` call, which cost a tenth of the admission path (hack/bench, py-spy). The event loop
+    is the only writer; a scrape reads a copy.
     """
 
-    NAME: Final = "ecr_ptc_webhook_decisions"
-    DOCUMENTATION: Final = "Image decisions, by tier, reason, action and mode (mutate or audit)."
-    LABELS: Final = ("tier", "reason", "action", "mode")
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        """Register with ``registry``."""
-        self.counts: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...], registry: CollectorRegistry) -> None:
+        """Register ``name`` (without ``_total``) with ``registry``."""
+        self.name = name
+        self.documentation = documentation
+        self.labels = labels
+        self.counts: collections.Counter[tuple[str, ...]] = collections.Counter()
         registry.register(self)
 
     def collect(self) -> Iterator[CounterMetricFamily]:
@@ -103,4 +103,42 @@ class DecisionTally(Collector):
         return [self._family()]
 
     def _family(self) -> CounterMetricFamily:
-        return CounterMetricFamily(self.NAME, self.DOCUMENTATION, labels=self.LABELS)
+        return CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+
+
+class LatencyTally(Collector):
+    """A histogram by ``path``, kept as bucket counts in plain lists (the reason is :class:`CounterTally`'s)."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...], registry: CollectorRegistry) -> None:
+        """Register ``name`` with ``registry``; ``buckets`` are the upper bounds, ascending (``+Inf`` is added)."""
+        self.name = name
+        self.documentation = documentation
+        self.buckets = buckets
+        self._counts: dict[str, list[int]] = {}
+        self._sums: dict[str, float] = {}
+        registry.register(self)
+
+    def observe(self, path: str, seconds: float) -> None:
+        """Count one observation: the first bucket whose bound is at least ``seconds`` (Prometheus's ``le``)."""
+        counts = self._counts.get(path)
+        if counts is None:
+            counts = self._counts[path] = [0] * (len(self.buckets) + 1)
+            self._sums[path] = 0.0
+        counts[bisect.bisect_left(self.buckets, seconds)] += 1
+        self._sums[path] += seconds
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        """Cumulative buckets, count and sum per path."""
+        family = self._family()
+        for path, counts in list(self._counts.items()):
+            cumulative = list(itertools.accumulate(counts))
+            bounds = [*(repr(float(bound)) for bound in self.buckets), "+Inf"]  # as prometheus_client writes them
+            family.add_metric([path], list(zip(bounds, cumulative, strict=True)), self._sums[path])
+        yield family
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        """The metric's name and type, for registration."""
+        return [self._family()]
+
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self.name, self.documentation, labels=("path",))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypedDict
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypedDict, TypeGuard
 
 import orjson
 
@@ -82,35 +82,38 @@ class PodPlan:
 
 def image_slots(spec: object, fields: tuple[ImageField, ...] = (*CONTAINER_FIELDS, "volumes")) -> Iterator[ImageSlot]:
     """Every image of a pod spec, tolerating any shape: what is not a list of objects is passed over."""
-    if not isinstance(spec, Mapping):
+    if not is_json_object(spec):
         return
     for name in fields:
         items = spec.get(name)
         if not isinstance(items, list):
             continue
+        volumes = name == "volumes"
         for index, item in enumerate(items):
-            if not isinstance(item, Mapping):
+            if not is_json_object(item):
                 continue
-            if name == "volumes":
+            if volumes:
                 source = item.get("image")
-                if not isinstance(source, Mapping):
+                if not is_json_object(source):
                     continue  # not an image volume
                 image = source.get("reference")
             else:
                 image = item.get("image")
             item_name = item.get("name")
             yield ImageSlot(
-                field=name,
-                index=index,
-                name=item_name if isinstance(item_name, str) else "",
-                image=image if isinstance(image, str) else None,
+                name, index, item_name if isinstance(item_name, str) else "", image if isinstance(image, str) else None
             )
+
+
+def is_json_object(value: object) -> TypeGuard[Mapping[str, Any]]:
+    """``isinstance(value, Mapping)``, with decoded JSON's ``dict`` answered first (an ABC check costs a call)."""
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def is_opted_out(metadata: object) -> bool:
     """Whether pod metadata carries the opt-out annotation."""
-    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
-    return isinstance(annotations, Mapping) and annotations.get(OPT_OUT_ANNOTATION) == OPT_OUT_VALUE
+    annotations = metadata.get("annotations") if is_json_object(metadata) else None
+    return is_json_object(annotations) and annotations.get(OPT_OUT_ANNOTATION) == OPT_OUT_VALUE
 
 
 def decide_slots(
@@ -174,12 +177,12 @@ def plan_pod(
 
 def _annotation_ops(metadata: object, originals: dict[str, str]) -> list[PatchOperation]:
     """Ops recording ``originals``, merged into any record an earlier invocation left."""
-    if not isinstance(metadata, Mapping):
+    if not is_json_object(metadata):
         return [
             {"op": "add", "path": "/metadata", "value": {"annotations": {ORIGINAL_IMAGES_ANNOTATION: _dump(originals)}}}
         ]
     annotations = metadata.get("annotations")
-    if not isinstance(annotations, Mapping):
+    if not is_json_object(annotations):
         value = {ORIGINAL_IMAGES_ANNOTATION: _dump(originals)}
         return [{"op": "add", "path": "/metadata/annotations", "value": value}]
     merged = {**_load_originals(annotations.get(ORIGINAL_IMAGES_ANNOTATION)), **originals}

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import uvicorn
 
@@ -50,6 +50,8 @@ class ServeSettings:
     drain_timeout: int = DRAIN_TIMEOUT
     watch_interval: float = WATCH_INTERVAL
     shutdown_linger: float = SHUTDOWN_LINGER
+    http: Literal["auto", "httptools", "h11"] = "auto"
+    """HTTP parser: ``auto`` is httptools (compiled) when installed, else h11 (pure Python)."""
 
 
 class LingeringServer(uvicorn.Server):
@@ -133,6 +135,7 @@ def build_server(
         host=settings.host,
         port=settings.port,
         ssl_context_factory=context_factory,
+        http=settings.http,
         limit_concurrency=settings.max_concurrency,
         timeout_graceful_shutdown=settings.drain_timeout,
         lifespan="off",
@@ -151,19 +154,26 @@ def build_server(
     return server, source
 
 
-def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
-    """Run ``main`` to completion on uvloop when it is installed (a dependency on Linux and macOS), else asyncio.
+EventLoop = Literal["auto", "uvloop", "asyncio"]
+
+
+def run_event_loop(main: Coroutine[Any, Any, None], loop: EventLoop = "auto") -> None:
+    """Run ``main`` to completion on uvloop (``auto``: when installed, a dependency on Linux and macOS) or asyncio.
 
     uvloop's TLS and socket handling are compiled: about twice the admissions per second of asyncio's pure-Python
     TLS transport on the same machine (hack/bench).
     """
-    try:
-        import uvloop  # noqa: PLC0415 - optional: not built for Windows
-    except ImportError:
-        asyncio.run(main)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+    if loop != "asyncio":
+        try:
+            import uvloop  # noqa: PLC0415 - optional: not built for Windows
+        except ImportError:
+            if loop == "uvloop":
+                raise
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(main)
+            return
+    asyncio.run(main)
 
 
 def metrics_version() -> str:

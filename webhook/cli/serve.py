@@ -43,6 +43,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds to keep answering after SIGTERM, closing each connection after its answer (0: stop at once)",
     )
     parser.add_argument("--cert-watch-interval", type=float, default=WATCH_INTERVAL, help="seconds between checks")
+    parser.add_argument(
+        "--http",
+        choices=["auto", "httptools", "h11"],
+        default="auto",
+        help="HTTP parser (default: httptools when installed, else the pure-Python h11)",
+    )
+    parser.add_argument(
+        "--event-loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="event loop (default: uvloop when installed, else asyncio's own)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(run=run)
 
@@ -60,10 +72,11 @@ def run(args: argparse.Namespace) -> int:
         drain_timeout=args.drain_timeout,
         watch_interval=args.cert_watch_interval,
         shutdown_linger=args.shutdown_linger,
+        http=args.http,
     )
     log.info(
         "starting",
         extra={"registry": config.registry, "tiers": list(config.tiers), "dry_run": config.dry_run, "port": args.port},
     )
-    run_event_loop(serve(config, settings))
+    run_event_loop(serve(config, settings), args.event_loop)
     return 0
