@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -164,6 +166,31 @@ def test_verifier_vetoes_keep_the_original_image(rules: Rules, metrics: Metrics)
     patch = json.loads(base64.b64decode(answer["response"]["patch"]))
     assert [op["path"] for op in patch] == ["/spec/containers/0/image", "/metadata/annotations"]
     assert 'reason="target-missing",tier="docker-hub"' in text
+
+
+class BrokenVerifier:
+    def __init__(self, *, hang: bool) -> None:
+        self.hang = hang
+
+    async def vetoes(self, decisions: Sequence[Decision]) -> Mapping[str, Reason]:  # noqa: ARG002
+        if self.hang:
+            await asyncio.sleep(30)
+        raise RuntimeError("lookup task cancelled at shutdown")
+
+
+@pytest.mark.parametrize("hang", [False, True], ids=["raises", "outlives-the-request-deadline"])
+def test_a_failing_verifier_keeps_every_original_and_still_answers(rules: Rules, metrics: Metrics, hang: bool) -> None:
+    with TestClient(create_app(rules, metrics=metrics, verifier=BrokenVerifier(hang=hang))) as client:
+        started = time.monotonic()
+        # The API server's deadline (here 0.5 s) bounds the verifier even when its own budget would not.
+        response = client.post("/mutate?timeout=500ms", json=make_review(make_pod(QUAY, "nginx:1.27")))
+        waited = time.monotonic() - started
+        text = client.get("/metrics").text
+    assert response.status_code == 200
+    assert response.json()["response"] == {"uid": response.json()["response"]["uid"], "allowed": True}
+    assert 'reason="verify-failed",tier="quay"' in text
+    assert 'ecr_ptc_webhook_errors_total{kind="verify"} 1.0' in text
+    assert waited < 5  # bounded by the request's deadline, not by the hanging lookup's 30 s
 
 
 def test_rules_provider_is_read_per_request(config: Config) -> None:

@@ -24,11 +24,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from webhook.admission import Mode, Outcome, Review, parse_review, review, rewrite_candidates
 from webhook.exceptions import AdmissionError
 from webhook.metrics import Metrics
+from webhook.reasons import Reason
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from webhook.reasons import Reason
     from webhook.rules import Decision, Rules
 
 log = logging.getLogger("webhook.decisions")
@@ -113,9 +113,10 @@ class WebhookApp:
         status = 200
         try:
             headers = dict(scope["headers"])
-            async with asyncio.timeout(_deadline(scope.get("query_string", b"")) * DEADLINE_MARGIN):
+            deadline = asyncio.get_running_loop().time() + _deadline(scope.get("query_string", b"")) * DEADLINE_MARGIN
+            async with asyncio.timeout_at(deadline):
                 raw = await _read_body(headers, receive, self._body_limit)
-            body = await self._answer(raw, mode)
+            body = await self._answer(raw, mode, deadline)
         except AdmissionError as error:
             metrics.errors.labels("bad_request").inc()
             status, body = error.status, _error(error.message)
@@ -125,7 +126,7 @@ class WebhookApp:
         metrics.observe_request(path, str(status), time.perf_counter() - started)
         return status, body
 
-    async def _answer(self, raw: bytes, mode: Mode) -> bytes:
+    async def _answer(self, raw: bytes, mode: Mode, deadline: float) -> bytes:
         try:
             decoded = orjson.loads(raw)
         except orjson.JSONDecodeError as error:
@@ -137,10 +138,27 @@ class WebhookApp:
         if self._verifier is not None:
             candidates = rewrite_candidates(request, rules)
             if candidates:
-                vetoes = await self._verifier.vetoes(candidates)
+                vetoes = await self._verify(self._verifier, candidates, deadline)
         outcome = review(request, rules, effective, vetoes)
         _record(request, outcome, effective, self.metrics)
         return orjson.dumps(outcome.body)
+
+    async def _verify(
+        self, verifier: TargetVerifier, candidates: Sequence[Decision], deadline: float
+    ) -> Mapping[str, Reason]:
+        """The verifier's vetoes, within the request's own deadline.
+
+        If the verifier fails or runs late, every rewrite is vetoed (the originals are kept): never a 500, and never
+        an answer after the API server gave up.
+        """
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await verifier.vetoes(candidates)
+        except Exception as error:  # noqa: BLE001 - a broken check must fail open like everything else
+            self.metrics.errors.labels("verify").inc()
+            detail = "request deadline reached" if isinstance(error, TimeoutError) else f"{type(error).__name__}"
+            log.warning("verify failed; keeping the original images", extra={"error": f"{detail}: {error}"})
+            return dict.fromkeys((decision.image for decision in candidates), Reason.VERIFY_FAILED)
 
 
 def create_app(

@@ -47,7 +47,8 @@ class Metrics:
         )
         self.errors = Counter(
             "ecr_ptc_webhook_errors",
-            "Requests that were not answered with a decision: bad_request (4xx) or internal (failed open).",
+            "Requests answered without a full decision: bad_request (4xx), internal (failed open), "
+            "verify (originals kept).",
             ["kind"],
             registry=self.registry,
         )

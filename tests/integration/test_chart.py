@@ -278,6 +278,31 @@ def test_webhook_admission_settings(values: Path) -> None:
         assert target["port"] in {port["port"] for port in service["spec"]["ports"]}
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--set", "rules=discover", "--set", "webhook.failurePolicy=Fail"],
+            "rules=discover needs webhook.failurePolicy=Ignore",
+        ),
+        (
+            ["--set", "verify=true", "--set", "verifyBudgetSeconds=2", "--set", "webhook.timeoutSeconds=3"],
+            "verifyBudgetSeconds (2) must be at most half of webhook.timeoutSeconds (3)",
+        ),
+    ],
+)
+def test_values_that_would_make_the_webhook_unsafe_fail_the_install(args: list[str], message: str) -> None:
+    result = template("--set", f"registry={REGISTRY}", *args)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_a_verify_budget_within_half_the_timeout_installs() -> None:
+    # `--set` reads 1.5 as a string (helm parses only integers), which the schema refuses; `--set-json` is a number.
+    result = template("--set", f"registry={REGISTRY}", "--set", "verify=true", "--set-json", "verifyBudgetSeconds=1.5")
+    assert result.returncode == 0, result.stderr
+
+
 def test_failure_policy_fail_needs_more_than_one_replica() -> None:
     result = template("--set", f"registry={REGISTRY}", "--set", "webhook.failurePolicy=Fail", "--set", "replicaCount=1")
     assert result.returncode != 0
