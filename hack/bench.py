@@ -1,6 +1,7 @@
 """Admission throughput and latency: the webhook against a floor server on the same stack, driven by wrk and hey.
 
-The floor is uvicorn over the same TLS setup answering a constant AdmissionReview without parsing: the cost of
+The webhook runs as deployed (log level info: one JSON line per decision, here to /dev/null). The floor is uvicorn
+over the same TLS setup answering a constant AdmissionReview without parsing: the cost of
 HTTP + TLS alone. Both run as one process each (one replica), measured one after the other in one run, so the ratio
 webhook/floor is what to compare across machines. Prints one table row per case; the last line reads
 ``throughput ratio webhook/floor (10 containers): 0.NN``. Nothing here is a test: it only prints figures.
@@ -262,8 +263,6 @@ def server_argv(name: str, port: int, files: CertificateFiles, stack: Stack) -> 
         str(CONFIG),
         "--host",
         "127.0.0.1",
-        "--log-level",
-        "warning",
         "--port",
         str(port),
         "--tls-cert",

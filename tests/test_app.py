@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from reviews import make_pod, make_review
 
 from webhook.app import BODY_LIMIT, DEFAULT_DEADLINE, create_app, parse_timeout
+from webhook.logs import JsonFormatter
 from webhook.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -117,12 +118,22 @@ def test_each_decision_is_one_structured_log_line(client: TestClient, caplog: py
     caplog.set_level(logging.INFO, logger="webhook.decisions")
     body = make_review(make_pod(QUAY, "gcr.io/x/y"))
     client.post("/mutate", json=body)
-    records = [record for record in caplog.records if record.name == "webhook.decisions"]
-    assert [(r.container, r.original, r.reason, r.mode) for r in records] == [  # type: ignore[attr-defined]
+    (record,) = [record for record in caplog.records if record.name == "webhook.decisions"]  # one per review...
+    lines = [json.loads(line) for line in JsonFormatter().format(record).splitlines()]  # ...one line per decision
+    assert [(line["container"], line["original"], line["reason"], line["mode"]) for line in lines] == [
         ("c0", QUAY, "rewritten", "mutate"),
         ("c1", "gcr.io/x/y", "upstream-unsupported", "mutate"),
     ]
-    assert all(r.namespace == "apps" and r.pod == "web-7d4b9c8f6-" for r in records)  # type: ignore[attr-defined]
+    assert lines[0]["result"].endswith("/quay/prometheus/node-exporter:v1.8.2")
+    assert [line["action"] for line in lines] == ["rewrite", "skip"]
+    assert [line["tier"] for line in lines] == ["quay", None]
+    for line in lines:
+        assert line["namespace"] == "apps"
+        assert line["pod"] == "web-7d4b9c8f6-"
+        assert line["uid"] == body["request"]["uid"]
+        assert line["level"] == "info"
+        assert line["msg"] == "decision"
+        assert "json_lines" not in line
 
 
 @pytest.mark.parametrize(
@@ -201,3 +212,12 @@ def test_rules_provider_is_read_per_request(config: Config) -> None:
         second = client.post("/mutate", json=make_review(make_pod(QUAY))).json()
     assert "patch" not in first["response"]
     assert "patch" in second["response"]
+
+
+def test_a_batch_record_is_one_valid_json_object_per_item() -> None:
+    record = logging.makeLogRecord(
+        {"name": "webhook.decisions", "levelname": "INFO", "msg": "decision", "uid": "u", "json_lines": [{"a": 1}, {}]}
+    )
+    lines = [json.loads(line) for line in JsonFormatter().format(record).splitlines()]
+    assert [line.get("a") for line in lines] == [1, None]
+    assert all(line["uid"] == "u" and line["msg"] == "decision" for line in lines)

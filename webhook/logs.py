@@ -8,14 +8,24 @@ from typing import Any, Final
 
 import orjson
 
-_STANDARD: Final = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "color_message"}
+JSON_LINES: Final = "json_lines"
+"""An ``extra`` key holding a list of mappings: the record is written as one JSON line per mapping, each with the
+record's own fields too (the mappings' keys must differ from those). A batch of like events (the decisions of one
+review) then costs one log record and one write instead of one per line."""
+_STANDARD: Final = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+    JSON_LINES,
+}
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"time", "level", "logger", "msg", ...extra}`` per line."""
+    """``{"time", "level", "logger", "msg", ...extra}`` per line; a record with :data:`JSON_LINES` is several lines."""
 
     def format(self, record: logging.LogRecord) -> str:
-        """Render one record as a JSON line."""
+        """Render one record as a JSON line (or one line per item of its :data:`JSON_LINES`)."""
         line: dict[str, Any] = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname.lower(),
@@ -25,11 +35,24 @@ class JsonFormatter(logging.Formatter):
         line.update((key, value) for key, value in record.__dict__.items() if key not in _STANDARD)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
+        items = getattr(record, JSON_LINES, None)
+        if isinstance(items, list) and items:
+            # The record's fields once, then each item's appended: `{"time":...,"uid":...,` + `"container":...}`.
+            head = orjson.dumps(line, default=str)[:-1]
+            return b"\n".join(
+                head + b"," + orjson.dumps(item, default=str)[1:] if item else head + b"}" for item in items
+            ).decode()
         return orjson.dumps(line, default=str).decode()
 
 
 def configure(level: str = "info") -> None:
     """Send every log record to stderr as JSON lines at ``level``."""
+    # The JSON lines carry none of the caller, thread or process fields: skip gathering them for each record (the
+    # logging HOWTO's "Optimization" switches; finding the caller walks the stack on every call).
+    logging._srcfile = None  # noqa: SLF001 - documented there as the way to turn caller lookup off
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
