@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from webhook.exceptions import WebhookError
 from webhook.registries import TIERS, TIERS_BY_NAME
 from webhook.rules import Rules
 
@@ -39,9 +40,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RETRY_FIRST: Final = 2.0
-"""Seconds before the first retry of a failed read; doubled on each failure up to ``rulesRefreshSeconds``."""
+"""Seconds before the first retry of a failed read; doubled on each failure up to ``rulesRefreshSeconds`` (up to
+:data:`RETRY_MAX_UNREAD` while the rules have never been read)."""
+RETRY_MAX_UNREAD: Final = 30.0
+"""Longest wait between reads before the first success: the replica rewrites nothing and is not ready meanwhile."""
+READ_TIMEOUT: Final = 30.0
+"""Seconds one read of the rules (all pages) may take; the SDK's own limits end a call sooner, this bounds a hang."""
 ROOT_PREFIX: Final = "ROOT"
 """ECR's prefix for a rule that caches at the registry's root: never one a tier uses."""
+
+
+class RulesUnavailableError(WebhookError):
+    """The cache's rules could not be read, and a command cannot go on without them (``warm``)."""
 
 
 class DriftKind(StrEnum):
@@ -77,6 +87,8 @@ class Drift:
     tier: str
     """The tier concerned (for an extra rule: the tier of its upstream, or ``""``)."""
     detail: str
+    prefix: str = ""
+    """The prefix concerned: the one the config expects for the tier, or an extra rule's own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,19 +120,27 @@ def survey(config: Config, items: Iterable[Mapping[str, Any]]) -> Survey:
                         name,
                         f"{tier.upstream_registry_url} is cached under prefix {', '.join(elsewhere)}, "
                         f"the config expects {prefix!r}",
+                        prefix,
                     )
                 )
             else:
-                drift.append(Drift(DriftKind.MISSING, name, f"no pull-through cache rule with prefix {prefix!r}"))
+                drift.append(
+                    Drift(DriftKind.MISSING, name, f"no pull-through cache rule with prefix {prefix!r}", prefix)
+                )
             continue
         used.add(prefix)
         mismatch = _upstream_mismatch(rule, name)
         if mismatch is not None:
-            drift.append(Drift(DriftKind.UPSTREAM_MISMATCH, name, mismatch))
+            drift.append(Drift(DriftKind.UPSTREAM_MISMATCH, name, mismatch, prefix))
             continue
         available.add(name)
     drift.extend(
-        Drift(DriftKind.EXTRA, rule.tier or "", f"rule {rule.prefix!r} -> {rule.upstream_url} is used by no tier")
+        Drift(
+            DriftKind.EXTRA,
+            rule.tier or "",
+            f"rule {rule.prefix!r} -> {rule.upstream_url} is used by no tier",
+            rule.prefix,
+        )
         for rule in rules
         if rule.prefix not in used
     )
@@ -178,8 +198,8 @@ class DiscoveryMetrics:
         )
         self.drift = Gauge(
             "ecr_ptc_webhook_rules_drift",
-            "Differences between the config and the cache's rules (1 each), by tier and kind.",
-            ["tier", "kind"],
+            "Differences between the config and the cache's rules (1 each), by tier, kind and prefix.",
+            ["tier", "kind", "prefix"],
             registry=registry,
         )
         self.available = Gauge(
@@ -206,7 +226,7 @@ class DiscoveryMetrics:
             self.rules.labels(rule.tier or "", rule.upstream_url or rule.upstream_registry, rule.prefix).set(1)
         self.drift.clear()
         for item in result.drift:
-            self.drift.labels(item.tier, item.kind.value).set(1)
+            self.drift.labels(item.tier, item.kind.value, item.prefix).set(1)
         for tier in config.tiers:
             self.available.labels(tier).set(1 if tier in result.available_tiers else 0)
         self.last_success.set(now)
@@ -230,6 +250,8 @@ class RuleDiscovery:
         self._ecr = ecr
         self._registry_id = registry_id
         self._clock = clock
+        self.read_timeout = READ_TIMEOUT
+        """Seconds one read may take (see :data:`READ_TIMEOUT`)."""
         self.rules = Rules(config, available_tiers=frozenset())
         """Nothing is rewritten until the first read (see the module docstring)."""
         self.survey: Survey | None = None
@@ -247,6 +269,11 @@ class RuleDiscovery:
             config, ecr_client_for(config.registry), registry_id=registry_id_of(config.registry), registry=registry
         )
 
+    @property
+    def failure(self) -> str | None:
+        """Why the last read failed (``None`` after a successful one, or before any)."""
+        return self._failure
+
     def current(self) -> Rules:
         """The rule set in force (what ``create_app(rules=discovery.current)`` reads for each review)."""
         return self.rules
@@ -254,10 +281,15 @@ class RuleDiscovery:
     async def refresh(self) -> bool:
         """Read the rules once; on failure keep the last known ones. Whether the read succeeded."""
         try:
-            items = await asyncio.to_thread(self._describe)
+            # The thread cannot be stopped, but the SDK's own timeouts end it; this keeps a hang from stalling reads.
+            async with asyncio.timeout(self.read_timeout):
+                items = await asyncio.to_thread(self._describe)
         except Exception as error:  # noqa: BLE001 - any SDK failure means "keep the last rules", never a crash
             # One line, no traceback: it repeats every retry while ECR's API is unreachable or refuses.
-            self._failure = f"{type(error).__name__}: {error}"
+            if isinstance(error, TimeoutError):
+                self._failure = f"DescribePullThroughCacheRules did not answer within {self.read_timeout:g}s"
+            else:
+                self._failure = f"{type(error).__name__}: {error}"
             self.metrics.failures.inc()
             log.warning(
                 "reading the pull-through cache rules failed; keeping the last known rules",
@@ -276,16 +308,25 @@ class RuleDiscovery:
         return True
 
     async def run(self, interval: float | None = None) -> None:
-        """Refresh forever (cancel the task to stop): every ``interval``, sooner with backoff after a failure."""
+        """Refresh forever (cancel the task to stop): every ``interval``, sooner with backoff after a failure.
+
+        The backoff doubles up to ``interval``, but only up to :data:`RETRY_MAX_UNREAD` until the first read
+        succeeds: a replica that rewrites nothing and is not ready should not wait minutes to try again.
+        """
         period = interval if interval is not None else self.config.rules_refresh_seconds
         retry = min(RETRY_FIRST, period)
         while True:
             if await self.refresh():
                 retry = min(RETRY_FIRST, period)
-                await asyncio.sleep(period)
+                await self._pause(period)
             else:
-                await asyncio.sleep(retry)
-                retry = min(retry * 2, period)
+                await self._pause(retry)
+                limit = period if self.survey is not None else min(RETRY_MAX_UNREAD, period)
+                retry = min(retry * 2, limit)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait between reads (a seam for tests: the schedule is checked without sleeping)."""
+        await asyncio.sleep(seconds)
 
     def status(self) -> tuple[bool, str]:
         """Ready and a ``/readyz`` detail: not ready only until the first successful read."""

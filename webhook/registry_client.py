@@ -1,8 +1,9 @@
 """The cache registry's HTTP API (OCI distribution) for manifests, and where its credentials come from.
 
-An edge: ``httpx`` for HTTP/1.1 with keep-alive, ``boto3`` for ECR's ``GetAuthorizationToken``. It answers what the
-registry said (:class:`ManifestAnswer`) and never raises for a registry or network failure: the callers
-(:mod:`webhook.verify`, :mod:`webhook.warm`) turn answers into outcomes.
+An edge: ``httpx`` for HTTP/1.1 with keep-alive, ``boto3`` for ECR's ``GetAuthorizationToken`` and
+``DescribeImages``. It answers what the registry said (:class:`ManifestAnswer`, :class:`ImagePresence`) and never
+raises for a registry or network failure: the callers (:mod:`webhook.verify`, :mod:`webhook.warm`) turn answers into
+outcomes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import logging
 import ssl
@@ -50,6 +52,14 @@ TOKEN_REFRESH_AT: Final = 0.75
 """Fraction of an ECR token's lifetime (12 h) after which it is refreshed."""
 TOKEN_EXPIRY_MARGIN: Final = 60.0
 """Seconds before its expiry when a token is no longer used, even if a refresh failed."""
+TOKEN_RETRY_FIRST: Final = 30.0
+"""Seconds before a failed token request is tried again; doubled on each failure up to :data:`TOKEN_RETRY_MAX`."""
+TOKEN_RETRY_MAX: Final = 300.0
+AWS_CONNECT_TIMEOUT: Final = 2
+AWS_READ_TIMEOUT: Final = 5
+AWS_MAX_ATTEMPTS: Final = 3
+"""The ECR API clients' limits (token, rules, images): seconds to connect, to read, and calls in all (the first and
+its retries); a hung call ends in seconds, not the SDK's minutes."""
 ERROR_TEXT_MAX: Final = 300
 
 ENV_CA_FILE: Final = "ECR_PTC_WEBHOOK_REGISTRY_CA_FILE"
@@ -93,6 +103,10 @@ class TokenSource(Protocol):
         """Forget the current credential (the registry answered 401 to it)."""
         ...
 
+    async def aclose(self) -> None:
+        """Stop any background work."""
+        ...
+
 
 class AnonymousAuth:
     """No credential: a public registry or one that needs none."""
@@ -103,6 +117,9 @@ class AnonymousAuth:
 
     def invalidate(self) -> None:
         """Nothing to forget."""
+
+    async def aclose(self) -> None:
+        """Nothing to stop."""
 
 
 class BasicAuth:
@@ -119,12 +136,18 @@ class BasicAuth:
     def invalidate(self) -> None:
         """A fixed credential cannot be refreshed."""
 
+    async def aclose(self) -> None:
+        """Nothing to stop."""
+
 
 class EcrTokenSource:
     """ECR's ``GetAuthorizationToken`` (``AWS:password``, valid 12 h), refreshed at 75% of its lifetime.
 
-    The boto3 call runs in a thread; concurrent callers share one refresh. If a refresh fails while the current token
-    is still valid, the current token is used and the refresh is tried again on the next call.
+    A lookup never waits for a refresh while the current token is valid: the refresh runs in the background and the
+    current token is handed out meanwhile. Only without a usable token (the first call, an expired or rejected one)
+    does a caller wait, and concurrent callers share that one request. A failed request is not repeated before a
+    backoff (30 s, doubling up to 5 min, and never past the current token's expiry); until then a caller without a
+    usable token gets the last error at once.
     """
 
     def __init__(
@@ -132,40 +155,83 @@ class EcrTokenSource:
         ecr: ECRClient,
         *,
         refresh_at: float = TOKEN_REFRESH_AT,
+        retry_first: float = TOKEN_RETRY_FIRST,
+        retry_max: float = TOKEN_RETRY_MAX,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """Use ``ecr`` (a boto3 ECR client in the cache's region); ``clock`` is Unix time."""
         self._ecr = ecr
         self._refresh_at = refresh_at
+        self._retry_first = retry_first
+        self._retry_max = retry_max
         self._clock = clock
         self._header: str | None = None
-        self._refresh_after = 0.0
         self._expires = 0.0
-        self._lock = asyncio.Lock()
+        self._rejected = False
+        """The registry answered 401 to the current token: wait for a new one rather than send it again."""
+        self._refresh_after = 0.0
+        """When to request a new token: 75% of the current one's life, or the end of a backoff after a failure."""
+        self._backoff = 0.0
+        self._error: str | None = None
+        """Why the last request failed (``None`` once one succeeds)."""
+        self._refreshing: asyncio.Task[None] | None = None
 
     async def authorization(self) -> str | None:
-        """The Basic header with a token that is not about to expire."""
-        if self._header is not None and self._clock() < self._refresh_after:
+        """The Basic header with a token that is not about to expire; raises :class:`RegistryAuthError` if none."""
+        now = self._clock()
+        if self._usable(now):
+            if now >= self._refresh_after:
+                self._start_refresh()  # in the background: the current token serves meanwhile
             return self._header
-        async with self._lock:
-            now = self._clock()
-            if self._header is None or now >= self._refresh_after:
-                try:
-                    await self._refresh(now)
-                except RegistryAuthError:
-                    if self._header is None or now >= self._expires - TOKEN_EXPIRY_MARGIN:
-                        raise
-                    log.warning("ECR token refresh failed; the current token is still valid", exc_info=True)
-            assert self._header is not None  # noqa: S101 - _refresh sets it or raises
-            return self._header
+        if self._refreshing is None:
+            if self._error is not None and now < self._refresh_after:
+                raise RegistryAuthError(f"{self._error} (next attempt in {self._refresh_after - now:.0f}s)")
+            self._start_refresh()
+        assert self._refreshing is not None  # noqa: S101 - _start_refresh sets it
+        await asyncio.shield(self._refreshing)  # a caller that gives up does not cancel the shared request
+        if not self._usable(self._clock()):
+            raise RegistryAuthError(self._error or "ECR GetAuthorizationToken gave no usable token")
+        return self._header
 
     def invalidate(self) -> None:
-        """Fetch a new token on the next call."""
-        self._refresh_after = 0.0
+        """The registry refused the current token: the next call waits for a new one (unless backing off)."""
+        self._rejected = True
+        if self._error is None:
+            self._refresh_after = 0.0
 
-    async def _refresh(self, now: float) -> None:
+    async def aclose(self) -> None:
+        """Stop a refresh in progress."""
+        task, self._refreshing = self._refreshing, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _usable(self, now: float) -> bool:
+        return self._header is not None and not self._rejected and now < self._expires - TOKEN_EXPIRY_MARGIN
+
+    def _start_refresh(self) -> None:
+        if self._refreshing is None:
+            self._refreshing = asyncio.create_task(self._refresh(), name="ecr token refresh")
+
+    async def _refresh(self) -> None:
         try:
-            answer = await asyncio.to_thread(self._ecr.get_authorization_token)
+            token, expires = await asyncio.to_thread(self._request)
+        except RegistryAuthError as error:
+            self._failed(str(error))
+        else:
+            now = self._clock()
+            self._header = f"Basic {token}"
+            self._expires = expires
+            self._rejected = False
+            self._refresh_after = now + max(expires - now, 0.0) * self._refresh_at
+            self._backoff = 0.0
+            self._error = None
+        finally:
+            self._refreshing = None
+
+    def _request(self) -> tuple[str, float]:
+        try:
+            answer = self._ecr.get_authorization_token()
             data = answer["authorizationData"][0]
             token = data["authorizationToken"]
             expires_at = data["expiresAt"]
@@ -174,11 +240,22 @@ class EcrTokenSource:
             raise RegistryAuthError(f"ECR GetAuthorizationToken answered without a usable token: {error!r}") from None
         except Exception as error:  # botocore's errors have no common base worth naming; all mean "no token"
             raise RegistryAuthError(f"ECR GetAuthorizationToken failed: {error}") from error
-        expires = expires_at.timestamp() if isinstance(expires_at, dt.datetime) else float(expires_at)
-        lifetime = max(expires - now, 0.0)
-        self._header = f"Basic {token}"
-        self._expires = expires
-        self._refresh_after = now + lifetime * self._refresh_at
+        return token, expires_at.timestamp() if isinstance(expires_at, dt.datetime) else float(expires_at)
+
+    def _failed(self, error: str) -> None:
+        now = self._clock()
+        self._backoff = min(self._backoff * 2, self._retry_max) if self._backoff else self._retry_first
+        self._refresh_after = now + self._backoff
+        if self._usable(now):
+            # Keep one attempt before the current token stops being used.
+            self._refresh_after = min(self._refresh_after, max(self._expires - TOKEN_EXPIRY_MARGIN, now))
+        self._error = error
+        # One line, no traceback: with ECR's API unreachable it repeats every backoff.
+        log.warning(
+            "ECR token request failed; %s",
+            "the current token is still used" if self._usable(now) else "registry lookups fail until one succeeds",
+            extra={"error": error, "retry_in_seconds": round(self._refresh_after - now, 1)},
+        )
 
 
 class RegistryClient:
@@ -214,8 +291,14 @@ class RegistryClient:
         """GET the manifest: the body, and the registry's error message when it refuses."""
         return await self._manifest("GET", reference, identifier)
 
+    async def warm_up(self) -> None:
+        """Fetch the credential now (ECR's token), so that the first lookup does not wait for it; never raises."""
+        with contextlib.suppress(RegistryAuthError):  # the token source logged it; a lookup tries again later
+            await self._auth.authorization()
+
     async def aclose(self) -> None:
-        """Close the connections."""
+        """Close the connections and stop a token refresh in progress."""
+        await self._auth.aclose()
         await self._client.aclose()
 
     async def _manifest(self, method: str, reference: ImageReference, identifier: str) -> ManifestAnswer:
@@ -292,9 +375,17 @@ def ecr_client_for(registry: str) -> ECRClient:
             "install ecr-ptc-webhook[aws]"
         ) from None
 
+    from botocore.config import Config as AwsConfig  # noqa: PLC0415 - likewise
+
     match = ECR_HOST_PATTERN.fullmatch(registry.lower())
     region = match.group("region") if match else None
-    client: ECRClient = boto3.client("ecr", region_name=region)
+    limits = AwsConfig(
+        connect_timeout=AWS_CONNECT_TIMEOUT,
+        read_timeout=AWS_READ_TIMEOUT,
+        # botocore's `max_attempts` counts retries (3 would mean 4 calls); `total_max_attempts` counts every call.
+        retries={"mode": "standard", "total_max_attempts": AWS_MAX_ATTEMPTS},
+    )
+    client: ECRClient = boto3.client("ecr", region_name=region, config=limits)
     return client
 
 
@@ -302,3 +393,52 @@ def registry_id_of(registry: str) -> str | None:
     """The AWS account of an ECR registry host."""
     match = ECR_HOST_PATTERN.fullmatch(registry.lower())
     return match.group("account") if match else None
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePresence:
+    """Whether the cache holds an image, as ECR's ``DescribeImages`` says (``cached`` is ``None``: cannot tell)."""
+
+    cached: bool | None
+    digest: str = ""
+    error: str = ""
+
+
+NOT_CACHED_ERRORS: Final = frozenset({"ImageNotFoundException", "RepositoryNotFoundException"})
+"""``DescribeImages`` errors that mean "not in the cache yet" (a pull-through repository is created on first pull)."""
+
+
+class EcrImageIndex:
+    """ECR's ``DescribeImages``: is an image in the cache already? A control-plane read that imports nothing."""
+
+    def __init__(self, ecr: ECRClient, registry_id: str | None = None) -> None:
+        """Ask ``ecr`` (the cache's region) about repositories of the account ``registry_id``."""
+        self._ecr = ecr
+        self._registry_id = registry_id
+
+    async def presence(self, reference: ImageReference) -> ImagePresence:
+        """Look the reference's digest up (else its tag, else ``latest``) in its repository; never raises."""
+        image_id: dict[str, str] = (
+            {"imageDigest": reference.digest} if reference.digest else {"imageTag": reference.tag or "latest"}
+        )
+        kwargs: dict[str, Any] = {"repositoryName": reference.path, "imageIds": [image_id]}
+        if self._registry_id:
+            kwargs["registryId"] = self._registry_id
+        try:
+            answer = await asyncio.to_thread(self._ecr.describe_images, **kwargs)
+        except Exception as error:  # noqa: BLE001 - botocore's errors: "not found" is an answer, the rest "cannot tell"
+            if _aws_error_code(error) in NOT_CACHED_ERRORS:
+                return ImagePresence(cached=False)
+            return ImagePresence(cached=None, error=f"ECR DescribeImages failed: {error}"[:ERROR_TEXT_MAX])
+        details = answer.get("imageDetails", [])
+        if not details:
+            return ImagePresence(cached=False)
+        return ImagePresence(cached=True, digest=str(details[0].get("imageDigest", "")))
+
+
+def _aws_error_code(error: Exception) -> str:
+    """The ``Error.Code`` of a botocore ``ClientError`` (``""`` for anything else)."""
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""

@@ -204,6 +204,9 @@ async def serve(config: Config, settings: ServeSettings) -> None:
     tasks = [asyncio.create_task(source.watch(settings.watch_interval), name="certificate watch")]
     if discovery is not None:
         tasks.append(asyncio.create_task(discovery.run(), name="rule discovery"))
+    if verifier is not None:
+        # The first token (STS, then ECR) takes longer than a verify budget: fetch it before the first pod comes.
+        tasks.append(asyncio.create_task(verifier.warm_up(), name="registry credential"))
     try:
         await server.serve()
     finally:

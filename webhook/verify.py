@@ -6,8 +6,13 @@ budget per admission (``verifyBudgetSeconds``), which rewrites must not happen a
 - a tag: HEAD of the manifest by tag (through a pull-through cache this also fetches it from upstream: a warm-up);
 - a digest: HEAD by digest; tag and digest: HEAD by tag first (warms), then by digest, which decides;
 - 200 resolves (cached for ``positive_ttl``), 404 is ``target-missing`` (cached for ``negative_ttl``), anything
-  else (401, 403, 429, 5xx, timeouts, no connection) is ``verify-failed``, not cached, and counts towards the
-  circuit breaker; while it is open, lookups are vetoed at once without touching the network.
+  else is ``verify-failed``;
+- a failure that says the registry as a whole is failing (no answer or a timeout, 5xx, 429, 401 after a fresh token)
+  is not cached and counts towards the circuit breaker; any other (a 403 or 400 for one repository) is the
+  target's own, cached for ``failure_ttl``, and shows the registry answering;
+- while the breaker is not closed, every rewrite is vetoed at once without touching the network, those whose
+  target resolved before included: pods go through unmodified while the registry fails. Each lookup carries the
+  breaker's generation; one started before the breaker last changed state no longer counts towards it.
 
 Lookups of one reference share one task (single-flight). A lookup still running when the budget ends is not
 cancelled: its answer fills the cache for the next pod; the number of lookups in flight is bounded.
@@ -45,6 +50,9 @@ POSITIVE_TTL: Final = 600.0
 """Seconds a resolved reference is trusted: a tag that moves upstream still resolves in the cache."""
 NEGATIVE_TTL: Final = 30.0
 """Seconds a 404 is trusted: short, so an image pushed upstream a moment later is soon rewritten."""
+FAILURE_TTL: Final = 10.0
+"""Seconds a target's own failure (403, 400: not the registry failing) is remembered, so a hot image that the
+registry refuses does not cost a lookup per admission."""
 CACHE_SIZE: Final = 10_000
 """References remembered at most (least recently used go first); a cluster uses a few hundred."""
 FAILURE_THRESHOLD: Final = 5
@@ -76,6 +84,14 @@ class Lookup:
 
     outcome: Outcome
     detail: str = ""
+    status: int | None = 0
+    """The HTTP status that decided: 0 when the registry did not answer, ``None`` when no request was made because
+    the reference itself is unusable."""
+
+    @property
+    def registry_failing(self) -> bool:
+        """Whether this failure says the registry as a whole is failing (see :func:`registry_failing`)."""
+        return self.outcome is Outcome.FAILED and self.status is not None and registry_failing(self.status)
 
 
 def classify(status: int) -> Outcome:
@@ -87,6 +103,15 @@ def classify(status: int) -> Outcome:
     return Outcome.FAILED
 
 
+def registry_failing(status: int) -> bool:
+    """No answer (0: connection refused, timeout, no token), 5xx, 429, or a 401 even with a fresh token.
+
+    Anything else the registry answers (a 403 or 400 for one repository) concerns that target only: counting it would
+    let one forbidden image open the breaker for every image.
+    """
+    return status == 0 or status >= 500 or status in {401, 429}
+
+
 ManifestFetch = Callable[[ImageReference, str], Awaitable["ManifestAnswer"]]
 """A registry call for one manifest of a reference's repository, by tag or digest."""
 
@@ -96,6 +121,10 @@ class ManifestProbe(Protocol):
 
     async def head_manifest(self, reference: ImageReference, identifier: str) -> ManifestAnswer:
         """HEAD the manifest ``identifier`` (tag or digest) of ``reference``'s repository."""
+        ...
+
+    async def warm_up(self) -> None:
+        """Fetch the registry credential ahead of the first lookup; never raises."""
         ...
 
     async def aclose(self) -> None:
@@ -121,8 +150,8 @@ async def resolve(fetch: ManifestFetch, reference: ImageReference) -> Lookup:
 def _lookup(answer: ManifestAnswer, identifier: str) -> Lookup:
     outcome = classify(answer.status)
     if outcome is Outcome.RESOLVED:
-        return Lookup(outcome, answer.digest or "")
-    return Lookup(outcome, f"{identifier}: {answer.error or answer.status}")
+        return Lookup(outcome, answer.digest or "", answer.status)
+    return Lookup(outcome, f"{identifier}: {answer.error or answer.status}", answer.status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +161,7 @@ class VerifySettings:
     budget: float = 0.5
     positive_ttl: float = POSITIVE_TTL
     negative_ttl: float = NEGATIVE_TTL
+    failure_ttl: float = FAILURE_TTL
     cache_size: int = CACHE_SIZE
     failure_threshold: int = FAILURE_THRESHOLD
     cool_down: float = COOL_DOWN
@@ -178,7 +208,12 @@ class BreakerState(StrEnum):
 
 
 class CircuitBreaker:
-    """Stops lookups after ``threshold`` consecutive failures, for ``cool_down`` seconds, then probes once."""
+    """Stops lookups after ``threshold`` consecutive failures, for ``cool_down`` seconds, then probes once.
+
+    :attr:`generation` changes with every change of state. A lookup is stamped with the generation it started in,
+    and its result counts only in that same generation: a lookup that started before the breaker opened and ends
+    late can neither restart the cool-down nor close the breaker without a probe.
+    """
 
     def __init__(self, threshold: int, cool_down: float) -> None:
         """A closed breaker."""
@@ -187,26 +222,38 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self.state = BreakerState.CLOSED
+        self.generation = 0
 
     def allow(self, now: float) -> bool:
         """Whether a lookup may run now (in half-open state, only the one probe may)."""
         if self.state is BreakerState.CLOSED:
             return True
         if self.state is BreakerState.OPEN and now >= self._opened_at + self._cool_down:
-            self.state = BreakerState.HALF_OPEN
+            self._enter(BreakerState.HALF_OPEN)
             return True
         return False
 
-    def record(self, *, failed: bool, now: float) -> None:
-        """Count a lookup's result: a success closes the breaker, enough failures (or a failed probe) open it."""
+    def record(self, *, failed: bool, now: float, generation: int) -> None:
+        """Count the result of a lookup started in ``generation`` (results of other generations do not count).
+
+        A success closes a half-open breaker (the probe answered); enough consecutive failures, or a failed probe,
+        open it. While it is open, nothing counts.
+        """
+        if generation != self.generation or self.state is BreakerState.OPEN:
+            return
         if not failed:
             self._failures = 0
-            self.state = BreakerState.CLOSED
+            if self.state is BreakerState.HALF_OPEN:
+                self._enter(BreakerState.CLOSED)
             return
         self._failures += 1
         if self.state is BreakerState.HALF_OPEN or self._failures >= self._threshold:
-            self.state = BreakerState.OPEN
+            self._enter(BreakerState.OPEN)
             self._opened_at = now
+
+    def _enter(self, state: BreakerState) -> None:
+        self.state = state
+        self.generation += 1
 
     def open_for(self, now: float) -> float:
         """Seconds the breaker has been open (0 when closed)."""
@@ -309,15 +356,28 @@ class TargetVerifier:
         """The circuit breaker's state."""
         return self._breaker.state
 
+    async def warm_up(self) -> None:
+        """Fetch the registry credential (ECR's token) now, so that the first admission does not wait for it.
+
+        ``serve`` runs it as a background task at start; a failure is logged, never raised (a lookup tries again).
+        """
+        try:
+            await self._probe.warm_up()
+        except Exception:  # a start-up nicety must never take the server down
+            log.warning("fetching the registry credential at start failed", exc_info=True)
+
     async def vetoes(self, decisions: Sequence[Decision]) -> Mapping[str, Reason]:
         """Image -> reason for each rewrite whose target did not resolve within the budget."""
         now = self._clock()
         deadline = now + self.settings.budget
         vetoes: dict[str, Reason] = {}
         waiting: dict[asyncio.Task[Lookup], list[str]] = {}
+        closed = self._breaker.state is BreakerState.CLOSED
         for target, images in _by_target(decisions).items():
             cached = self._cache.get(target, now)
-            if cached is not None:
+            # While the registry is failing, a target that resolved earlier is not trusted either: it goes to the
+            # breaker like any other (vetoed at once, or it is the half-open probe).
+            if cached is not None and (closed or cached.outcome is not Outcome.RESOLVED):
                 self.metrics.hit(cached.outcome)
                 self._veto(vetoes, images, cached.outcome, cached.outcome.value)
                 continue
@@ -371,31 +431,31 @@ class TargetVerifier:
         return None
 
     def _start(self, target: str) -> asyncio.Task[Lookup]:
-        task = asyncio.create_task(self._resolve(target), name=f"verify {target}")
+        generation = self._breaker.generation
+        task = asyncio.create_task(self._resolve(target, generation), name=f"verify {target}")
         self._in_flight[target] = task
         self.metrics.in_flight.set(len(self._in_flight))
         return task
 
-    async def _resolve(self, target: str) -> Lookup:
+    async def _resolve(self, target: str, generation: int) -> Lookup:
         started = self._clock()
         try:
             lookup = await resolve(self._probe.head_manifest, parse(target))
         except InvalidReferenceError as error:
-            lookup = Lookup(Outcome.FAILED, str(error))
+            lookup = Lookup(Outcome.FAILED, str(error), status=None)
         except asyncio.CancelledError:
             self._forget(target)
             raise
         except Exception as error:  # noqa: BLE001 - a lookup must end in an outcome, whatever broke
             lookup = Lookup(Outcome.FAILED, f"{type(error).__name__}: {error}")
         now = self._clock()
-        self._record(target, lookup, now, now - started)
+        self._record(target, lookup, now, now - started, generation)
         return lookup
 
-    def _record(self, target: str, lookup: Lookup, now: float, seconds: float) -> None:
+    def _record(self, target: str, lookup: Lookup, now: float, seconds: float, generation: int) -> None:
         self._forget(target)
         self.metrics.lookups.labels(lookup.outcome.value).inc()
         self.metrics.duration.observe(seconds)
-        failed = lookup.outcome is Outcome.FAILED
         if lookup.outcome is Outcome.RESOLVED:
             self._cache.put(target, lookup, now + self.settings.positive_ttl)
         elif lookup.outcome is Outcome.MISSING:
@@ -403,8 +463,10 @@ class TargetVerifier:
         else:
             self._last_failure = f"{target}: {lookup.detail}"
             log.warning("verify lookup failed", extra={"target": target, "detail": lookup.detail})
+            if not lookup.registry_failing:
+                self._cache.put(target, lookup, now + self.settings.failure_ttl)
         was_open = self._breaker.state is not BreakerState.CLOSED
-        self._breaker.record(failed=failed, now=now)
+        self._breaker.record(failed=lookup.registry_failing, now=now, generation=generation)
         is_open = self._breaker.state is not BreakerState.CLOSED
         if is_open != was_open:
             log.warning("verify circuit breaker %s", self._breaker.state, extra={"last_failure": self._last_failure})

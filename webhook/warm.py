@@ -5,8 +5,10 @@ skipped, with the reason); the rewritten reference's manifest is then fetched fr
 as ``verify`` (by tag, then by digest for a pinned reference), which makes a pull-through cache fetch it from
 upstream. Fetches run in parallel, at most ``concurrency`` at a time; results keep the input order.
 
-An HTTP answer does not tell whether the cache already held a manifest or just fetched it, so a success is reported
-as ``resolved`` (the cache serves it now), not as "warmed" or "already cached".
+An HTTP answer does not tell whether the cache already held a manifest or just fetched it. For an ECR cache, a
+:class:`CacheIndex` (ECR's ``DescribeImages``, which imports nothing) is asked first: an image it holds is
+``already-cached`` and not fetched; one it does not hold and that the fetch then resolves is ``warmed``. Without an
+index (a registry that is not ECR), or when the index cannot tell, a success stays ``resolved``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from webhook.reference import parse
 from webhook.verify import Outcome, resolve
@@ -22,6 +24,8 @@ from webhook.verify import Outcome, resolve
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
+    from webhook.reference import ImageReference
+    from webhook.registry_client import ImagePresence
     from webhook.rules import Rules
     from webhook.verify import ManifestFetch
 
@@ -32,8 +36,13 @@ DEFAULT_CONCURRENCY: Final = 8
 class WarmStatus(StrEnum):
     """What happened to one image."""
 
+    WARMED = "warmed"
+    """The cache did not hold the image; the fetch made it pull the manifest from upstream, and it holds it now."""
+    CACHED = "already-cached"
+    """The cache held the image already (ECR's ``DescribeImages``); nothing was fetched."""
     RESOLVED = "resolved"
-    """The cache served the manifest (it holds it now)."""
+    """The cache served the manifest (it holds it now); whether it held it before cannot be told (not ECR, or
+    ``DescribeImages`` failed: the detail says why)."""
     MISSING = "missing"
     """The cache answered 404: the image (tag or digest) does not exist upstream, or the rule does not front it."""
     FAILED = "failed"
@@ -42,11 +51,20 @@ class WarmStatus(StrEnum):
     """Not rewritten by the rules: nothing to warm."""
 
 
+SERVED: Final = frozenset({WarmStatus.WARMED, WarmStatus.CACHED, WarmStatus.RESOLVED})
+"""The statuses of an image the cache serves now."""
 _STATUS_BY_OUTCOME: Final = {
-    Outcome.RESOLVED: WarmStatus.RESOLVED,
     Outcome.MISSING: WarmStatus.MISSING,
     Outcome.FAILED: WarmStatus.FAILED,
 }
+
+
+class CacheIndex(Protocol):
+    """Whether the cache holds an image, asked without pulling it (``webhook.registry_client.EcrImageIndex``)."""
+
+    async def presence(self, reference: ImageReference) -> ImagePresence:
+        """Held, not held, or cannot tell (with why); never raises."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,18 +76,26 @@ class WarmResult:
     """The cache reference fetched (the image itself when skipped)."""
     status: WarmStatus
     detail: str
-    """The manifest digest when resolved, the reason code when skipped, the registry's error otherwise."""
+    """The manifest digest when served, the reason code when skipped, the registry's error otherwise."""
 
     @property
     def ok(self) -> bool:
-        """Whether the image needs no attention (resolved or skipped)."""
-        return self.status in {WarmStatus.RESOLVED, WarmStatus.SKIPPED}
+        """Whether the image needs no attention (served or skipped)."""
+        return self.status in SERVED or self.status is WarmStatus.SKIPPED
+
+
+@dataclass(frozen=True, slots=True)
+class Cache:
+    """How ``warm`` reaches the cache: a manifest fetch (GET), and for ECR an index that tells what it holds."""
+
+    fetch: ManifestFetch
+    index: CacheIndex | None = None
 
 
 async def warm(
     images: Iterable[str],
     rules: Rules,
-    fetch: ManifestFetch,
+    cache: Cache,
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[WarmResult], None] | None = None,
@@ -80,7 +106,7 @@ async def warm(
 
     async def one(image: str) -> WarmResult:
         async with limit:
-            result = await warm_image(image, rules, fetch)
+            result = await warm_image(image, rules, cache)
         if progress is not None:
             progress(result)
         return result
@@ -88,13 +114,24 @@ async def warm(
     return list(await asyncio.gather(*(one(image) for image in unique)))
 
 
-async def warm_image(image: str, rules: Rules, fetch: ManifestFetch) -> WarmResult:
-    """Decide, then fetch the rewritten reference's manifest through the cache."""
+async def warm_image(image: str, rules: Rules, cache: Cache) -> WarmResult:
+    """Decide; ask the index whether the cache holds the target; if not (or it cannot tell), fetch its manifest."""
     decision = rules.decide(image)
     if not decision.rewrites:
         return WarmResult(image, image, WarmStatus.SKIPPED, decision.reason.value)
-    lookup = await resolve(fetch, parse(decision.result))
-    return WarmResult(image, decision.result, _STATUS_BY_OUTCOME[lookup.outcome], lookup.detail)
+    target = decision.result
+    reference = parse(target)
+    before = await cache.index.presence(reference) if cache.index is not None else None
+    if before is not None and before.cached:
+        return WarmResult(image, target, WarmStatus.CACHED, before.digest)
+    lookup = await resolve(cache.fetch, reference)
+    if lookup.outcome is not Outcome.RESOLVED:
+        return WarmResult(image, target, _STATUS_BY_OUTCOME[lookup.outcome], lookup.detail)
+    if before is None:
+        return WarmResult(image, target, WarmStatus.RESOLVED, lookup.detail)
+    if before.cached is None:
+        return WarmResult(image, target, WarmStatus.RESOLVED, f"{lookup.detail} (not known if cached: {before.error})")
+    return WarmResult(image, target, WarmStatus.WARMED, lookup.detail)
 
 
 def read_image_list(lines: Iterable[str]) -> list[str]:
@@ -111,7 +148,7 @@ def summary(results: Sequence[WarmResult]) -> str:
     """A table (image, status, target or detail) and a count per status."""
     rows = [("IMAGE", "STATUS", "DETAIL")]
     for result in results:
-        detail = result.detail if result.status is not WarmStatus.RESOLVED else f"{result.target} {result.detail}"
+        detail = f"{result.target} {result.detail}" if result.status in SERVED else result.detail
         rows.append((result.image, result.status.value, detail.strip()))
     widths = [max(len(row[column]) for row in rows) for column in range(2)]
     lines = [f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}".rstrip() for row in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -13,7 +14,7 @@ from verify.verify_support import aws_env
 
 from webhook.app import create_app
 from webhook.config import Config, parse_config
-from webhook.discovery import Drift, DriftKind, RuleDiscovery, survey
+from webhook.discovery import RETRY_MAX_UNREAD, Drift, DriftKind, RuleDiscovery, survey
 from webhook.reasons import Reason
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def test_a_missing_rule_is_drift_and_the_tier_is_not_rewritten(config: Config) -
     result = survey(config, [QUAY, K8S])
     assert result.available_tiers == {"quay", "k8s"}
     assert result.drift == (
-        Drift(DriftKind.MISSING, "docker-hub", "no pull-through cache rule with prefix 'docker-hub'"),
+        Drift(DriftKind.MISSING, "docker-hub", "no pull-through cache rule with prefix 'docker-hub'", "docker-hub"),
     )
 
 
@@ -78,9 +79,9 @@ def test_the_upstream_cached_under_another_prefix_is_a_prefix_mismatch(config: C
     result = survey(config, [rule("quay-io", "https://Quay.io/", "quay"), K8S, HUB])
     assert "quay" not in result.available_tiers
     assert result.drift[0] == Drift(
-        DriftKind.PREFIX_MISMATCH, "quay", "quay.io is cached under prefix quay-io, the config expects 'quay'"
+        DriftKind.PREFIX_MISMATCH, "quay", "quay.io is cached under prefix quay-io, the config expects 'quay'", "quay"
     )
-    assert result.drift[1].kind is DriftKind.EXTRA
+    assert (result.drift[1].kind, result.drift[1].prefix) == (DriftKind.EXTRA, "quay-io")
 
 
 def test_configured_prefixes_are_the_ones_expected() -> None:
@@ -146,7 +147,7 @@ def test_rules_are_read_across_pages_and_published(config: Config, ecr: tuple[EC
     assert rules.decide("docker.io/library/nginx:1").reason is Reason.RULE_MISSING
     assert discovery.status() == (True, "rules: rewriting k8s,quay (drift: docker-hub missing; ghcr extra)")
     assert sample(registry, "ecr_ptc_webhook_discovered_rules", tier="quay", upstream="quay.io", prefix="quay") == 1
-    assert sample(registry, "ecr_ptc_webhook_rules_drift", tier="docker-hub", kind="missing") == 1
+    assert sample(registry, "ecr_ptc_webhook_rules_drift", tier="docker-hub", kind="missing", prefix="docker-hub") == 1
     assert sample(registry, "ecr_ptc_webhook_tier_available", tier="docker-hub") == 0
     assert sample(registry, "ecr_ptc_webhook_tier_available", tier="quay") == 1
     assert sample(registry, "ecr_ptc_webhook_discovery_last_success_timestamp_seconds") == 1234.0
@@ -171,8 +172,10 @@ def test_a_failed_read_keeps_the_last_known_rules_and_says_so(config: Config, ec
         assert "AccessDeniedException" in detail
         assert await discovery.refresh()  # a rule was deleted meanwhile: drift shows, rewrites stop
         assert discovery.current().decide("registry.k8s.io/pause:3.10").reason is Reason.RULE_MISSING
-        assert sample(registry, "ecr_ptc_webhook_rules_drift", tier="k8s", kind="missing") == 1
-        assert sample(registry, "ecr_ptc_webhook_rules_drift", tier="docker-hub", kind="missing") == 1
+        assert sample(registry, "ecr_ptc_webhook_rules_drift", tier="k8s", kind="missing", prefix="k8s") == 1
+        assert (
+            sample(registry, "ecr_ptc_webhook_rules_drift", tier="docker-hub", kind="missing", prefix="docker-hub") == 1
+        )
 
     asyncio.run(scenario())
     assert sample(registry, "ecr_ptc_webhook_discovery_failures_total") == 1
@@ -195,6 +198,77 @@ def test_a_failed_first_read_is_retried_soon_and_never_crashes(config: Config, e
 
     asyncio.run(scenario())
     assert discovery.status() == (True, "rules: rewriting docker-hub,k8s,quay")
+
+
+def test_each_extra_rule_is_its_own_drift_series(config: Config, ecr: tuple[ECRClient, Stubber]) -> None:
+    client, stubber = ecr
+    # Two rules no enabled tier uses, neither fronting a known tier: same tier ("") and kind, told apart by prefix.
+    expect_pages(stubber, [QUAY, K8S, HUB, rule("ROOT", "public.ecr.aws", "ecr-public"), rule("mirror", "example.com")])
+    registry = CollectorRegistry()
+    discovery = RuleDiscovery(config, client, registry_id=ACCOUNT, registry=registry)
+    assert asyncio.run(discovery.refresh())
+    assert sample(registry, "ecr_ptc_webhook_rules_drift", tier="", kind="extra", prefix="ROOT") == 1
+    assert sample(registry, "ecr_ptc_webhook_rules_drift", tier="", kind="extra", prefix="mirror") == 1
+
+
+class Stop(Exception):  # noqa: N818 - a signal to end the loop, not an error
+    pass
+
+
+class RecordedPauses(RuleDiscovery):
+    """Records the waits of `run` instead of sleeping; ends the loop after `limit` of them."""
+
+    pauses: list[float]
+    limit = 0
+
+    async def _pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        if len(self.pauses) >= self.limit:
+            raise Stop
+
+
+def test_retries_back_off_to_30_s_before_the_first_read_then_to_the_refresh_period(
+    config: Config, ecr: tuple[ECRClient, Stubber]
+) -> None:
+    client, stubber = ecr
+    for _ in range(6):
+        stubber.add_client_error("describe_pull_through_cache_rules", "ServiceUnavailableException", "try later")
+    expect_pages(stubber, [QUAY, K8S, HUB])
+    for _ in range(7):
+        stubber.add_client_error("describe_pull_through_cache_rules", "ServiceUnavailableException", "try later")
+    discovery = RecordedPauses(config, client, registry_id=ACCOUNT)
+    discovery.pauses, discovery.limit = [], 14
+    with pytest.raises(Stop):
+        asyncio.run(discovery.run(interval=300.0))
+    assert RETRY_MAX_UNREAD == 30.0
+    # Never read: doubling, capped at 30 s. Read once: every 300 s, and after a failure doubling up to 300 s.
+    assert discovery.pauses == [2, 4, 8, 16, 30, 30, 300, 2, 4, 8, 16, 32, 64, 128]
+
+
+def test_a_read_that_hangs_ends_at_the_read_timeout(config: Config, ecr: tuple[ECRClient, Stubber]) -> None:
+    client, stubber = ecr
+    expect_pages(stubber, [QUAY])  # answered only once the test lets the hung call go
+    hung = threading.Event()
+
+    def hang(**_: Any) -> None:
+        hung.wait(timeout=10)
+
+    client.meta.events.register("before-parameter-build.ecr.DescribePullThroughCacheRules", hang)
+    discovery = RuleDiscovery(config, client, registry_id=ACCOUNT)
+    discovery.read_timeout = 0.05
+
+    async def scenario() -> bool:
+        try:
+            return await discovery.refresh()
+        finally:
+            hung.set()
+
+    assert not asyncio.run(scenario())
+    ready, detail = discovery.status()
+    assert not ready
+    assert detail == (
+        "rules: not read from ECR yet, rewriting nothing: DescribePullThroughCacheRules did not answer within 0.05s"
+    )
 
 
 def test_the_app_reads_the_rules_in_force(config: Config, ecr: tuple[ECRClient, Stubber]) -> None:

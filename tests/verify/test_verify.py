@@ -27,7 +27,16 @@ from webhook.registry_client import (
     RegistryClient,
 )
 from webhook.rules import Rules
-from webhook.verify import BreakerState, Lookup, Outcome, ResultCache, TargetVerifier, VerifySettings, classify
+from webhook.verify import (
+    BreakerState,
+    Lookup,
+    Outcome,
+    ResultCache,
+    TargetVerifier,
+    VerifySettings,
+    classify,
+    registry_failing,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -41,6 +50,7 @@ TAGGED = "quay.io/org/app:1.0"
 PINNED = f"quay.io/org/app@{DIGEST}"
 BOTH = f"quay.io/org/app:1.0@{DIGEST}"
 OTHER = "quay.io/org/other:2.0"
+THIRD = "quay.io/org/third:3.0"
 T = TypeVar("T")
 
 
@@ -54,22 +64,33 @@ class Clock:
 
 @dataclass
 class ScriptedRegistry:
-    """Answers HEADs from ``answers`` (identifier -> status, default 200); ``gate`` holds every answer until set."""
+    """Answers HEADs from ``answers`` (identifier -> status, default 200); ``gate`` holds every answer until set,
+    ``gates`` the answers for one identifier."""
 
     answers: dict[str, int] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     gate: asyncio.Event | None = None
+    gates: dict[str, asyncio.Event] = field(default_factory=dict)
     raises: Exception | None = None
     closed: bool = False
+    warmed: int = 0
+    warm_up_raises: Exception | None = None
 
     async def head_manifest(self, reference: ImageReference, identifier: str) -> ManifestAnswer:
         self.calls.append(f"{reference.path}/{identifier}")
         if self.gate is not None:
             await self.gate.wait()
+        if identifier in self.gates:
+            await self.gates[identifier].wait()
         if self.raises is not None:
             raise self.raises
         status = self.answers.get(identifier, 200)
         return ManifestAnswer(status, digest=DIGEST if status == 200 else None, error=None if status == 200 else "no")
+
+    async def warm_up(self) -> None:
+        self.warmed += 1
+        if self.warm_up_raises is not None:
+            raise self.warm_up_raises
 
     async def aclose(self) -> None:
         self.closed = True
@@ -114,6 +135,16 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
 )
 def test_classify(status: int, outcome: Outcome) -> None:
     assert classify(status) is outcome
+
+
+@pytest.mark.parametrize(("status", "failing"), [(0, True), (401, True), (429, True), (500, True), (503, True)])
+def test_no_answer_5xx_429_and_401_say_the_registry_is_failing(status: int, failing: bool) -> None:
+    assert registry_failing(status) is failing
+
+
+@pytest.mark.parametrize("status", [400, 403, 405])
+def test_other_refusals_concern_one_target_only(status: int) -> None:
+    assert not registry_failing(status)
 
 
 def test_a_resolved_tag_is_rewritten_and_cached(rules: Rules) -> None:
@@ -161,7 +192,7 @@ def test_a_resolved_target_expires_after_the_positive_ttl(rules: Rules) -> None:
     assert run(scenario()) == {TAGGED: Reason.TARGET_MISSING}
 
 
-@pytest.mark.parametrize("status", [401, 403, 429, 500, 503, 0])
+@pytest.mark.parametrize("status", [401, 429, 500, 503, 0])
 def test_a_registry_failure_is_vetoed_and_not_cached(rules: Rules, status: int) -> None:
     probe = ScriptedRegistry({"1.0": status})
     subject = verifier(probe)
@@ -401,3 +432,126 @@ def test_for_config_takes_the_budget_and_the_registry_connection_from_config_and
     assert isinstance(subject._probe, RegistryClient)
     assert isinstance(subject._probe._auth, BasicAuth)
     asyncio.run(subject.aclose())
+
+
+async def open_breaker(subject: TargetVerifier, probe: ScriptedRegistry, rules: Rules, failures: int) -> None:
+    """Make ``failures`` distinct targets fail with 503 (the registry failing)."""
+    for n in range(failures):
+        probe.answers[f"fail-{n}"] = 503
+        await subject.vetoes([rules.decide(f"quay.io/org/failing:fail-{n}")])
+
+
+@pytest.mark.parametrize("status", [403, 400])
+def test_a_target_s_own_failure_is_vetoed_and_remembered_briefly(rules: Rules, status: int) -> None:
+    probe, clock, registry = ScriptedRegistry({"1.0": status}), Clock(), CollectorRegistry()
+    subject = verifier(probe, clock, registry=registry, failure_ttl=10.0)
+
+    async def scenario() -> list[dict[str, Reason]]:
+        seen = [dict(await subject.vetoes([rules.decide(TAGGED)])) for _ in range(3)]
+        clock.now += 11
+        seen.append(dict(await subject.vetoes([rules.decide(TAGGED)])))
+        return seen
+
+    assert run(scenario()) == [{TAGGED: Reason.VERIFY_FAILED}] * 4
+    assert probe.calls == ["quay/org/app/1.0", "quay/org/app/1.0"]  # once, then again after the TTL
+    assert sample(registry, "ecr_ptc_webhook_verify_cache_hits_total", outcome="failed") == 2
+
+
+def test_a_forbidden_repository_does_not_open_the_breaker_for_every_image(rules: Rules) -> None:
+    probe = ScriptedRegistry({f"{n}.0": 403 for n in range(10)})
+    subject = verifier(probe, failure_threshold=2)
+
+    async def scenario() -> dict[str, Reason]:
+        for n in range(10):
+            await subject.vetoes([rules.decide(f"quay.io/org/forbidden:{n}.0")])
+        return dict(await subject.vetoes([rules.decide("quay.io/org/allowed:ok")]))
+
+    assert run(scenario()) == {}
+    assert breaker(subject) is BreakerState.CLOSED
+
+
+def test_an_open_breaker_vetoes_targets_that_resolved_before(rules: Rules) -> None:
+    probe, clock, registry = ScriptedRegistry(), Clock(), CollectorRegistry()
+    subject = verifier(probe, clock, registry=registry, failure_threshold=2, cool_down=30.0)
+
+    async def scenario() -> list[dict[str, Reason]]:
+        seen = [dict(await subject.vetoes([rules.decide(TAGGED)]))]  # resolved and cached
+        await open_breaker(subject, probe, rules, 2)
+        assert breaker(subject) is BreakerState.OPEN
+        calls = len(probe.calls)
+        seen.append(dict(await subject.vetoes([rules.decide(TAGGED)])))
+        assert len(probe.calls) == calls  # vetoed without a lookup
+        clock.now += 31
+        seen.append(dict(await subject.vetoes([rules.decide(TAGGED)])))  # the probe: looked up again, resolves
+        assert probe.calls[calls:] == ["quay/org/app/1.0"]
+        return seen
+
+    assert run(scenario()) == [{}, {TAGGED: Reason.VERIFY_FAILED}, {}]
+    assert breaker(subject) is BreakerState.CLOSED
+    assert sample(registry, "ecr_ptc_webhook_verify_vetoes_total", reason="verify-failed", cause="breaker") == 1
+
+
+def test_a_lookup_started_before_the_breaker_opened_cannot_close_it(rules: Rules) -> None:
+    probe, clock = ScriptedRegistry(), Clock()
+    subject = verifier(probe, clock, failure_threshold=2, cool_down=30.0, budget=0.01)
+
+    async def scenario() -> None:
+        probe.gates["1.0"] = asyncio.Event()
+        await subject.vetoes([rules.decide(TAGGED)])  # slow: left running past the budget
+        await open_breaker(subject, probe, rules, 2)
+        assert breaker(subject) is BreakerState.OPEN
+        probe.gates["1.0"].set()  # the old lookup resolves late
+        await asyncio.gather(*subject._in_flight.values())
+        assert breaker(subject) is BreakerState.OPEN
+
+    run(scenario())
+
+
+def test_a_late_failure_does_not_restart_the_cool_down(rules: Rules) -> None:
+    probe, clock = ScriptedRegistry({"1.0": 503}), Clock()
+    subject = verifier(probe, clock, failure_threshold=2, cool_down=30.0, budget=0.01)
+
+    async def scenario() -> None:
+        probe.gates["1.0"] = asyncio.Event()
+        await subject.vetoes([rules.decide(TAGGED)])
+        await open_breaker(subject, probe, rules, 2)
+        clock.now += 20
+        probe.gates["1.0"].set()  # the old lookup fails late
+        await asyncio.gather(*subject._in_flight.values())
+        clock.now += 11  # 31 s after the breaker opened
+        calls = len(probe.calls)
+        assert await subject.vetoes([rules.decide(OTHER)]) == {}  # the probe runs, and resolves
+        assert len(probe.calls) == calls + 1
+
+    run(scenario())
+    assert breaker(subject) is BreakerState.CLOSED
+
+
+def test_a_late_answer_while_half_open_does_not_decide_for_the_probe(rules: Rules) -> None:
+    probe, clock = ScriptedRegistry({"3.0": 503}), Clock()
+    subject = verifier(probe, clock, failure_threshold=2, cool_down=30.0, budget=0.01)
+
+    async def scenario() -> None:
+        probe.gates["1.0"] = asyncio.Event()
+        await subject.vetoes([rules.decide(TAGGED)])  # started while closed, left running
+        old = subject._in_flight[rules.decide(TAGGED).result]
+        await open_breaker(subject, probe, rules, 2)
+        clock.now += 31
+        probe.gates["3.0"] = asyncio.Event()
+        await subject.vetoes([rules.decide(THIRD)])  # the probe, left running
+        assert breaker(subject) is BreakerState.HALF_OPEN
+        probe.gates["1.0"].set()  # the old lookup resolves: not the probe's answer
+        await old
+        assert breaker(subject) is BreakerState.HALF_OPEN
+        probe.gates["3.0"].set()  # the probe fails
+        await asyncio.gather(*subject._in_flight.values())
+        assert breaker(subject) is BreakerState.OPEN
+
+    run(scenario())
+
+
+def test_warm_up_fetches_the_credential_and_never_raises() -> None:
+    probe = ScriptedRegistry(warm_up_raises=RuntimeError("no token"))
+    subject = verifier(probe)
+    run(subject.warm_up())
+    assert probe.warmed == 1

@@ -1,6 +1,6 @@
 """Verify against real registries: Debian's ``docker-registry`` over TLS (test CA) with basic auth standing in for
 the ECR token, a second one in proxy mode as the pull-through cache, and failure injection (stopped, slow, 5xx,
-404 for a digest). Each failure leaves the pod unmodified within the budget, and nothing is lost."""
+403, 404 for a digest). Each failure leaves the pod unmodified within the budget, and nothing is lost."""
 
 from __future__ import annotations
 
@@ -224,6 +224,8 @@ def test_a_stopped_registry_keeps_pods_unmodified_within_budget_and_recovers(
             assert webhook.verifier.breaker is BreakerState.OPEN
             registry.start()  # same port, same storage
             webhook.verifier._breaker._opened_at -= 60  # the cool-down is over (no sleeping in tests)
+            # The first target is the half-open probe; the other is still refused until it has answered.
+            seen.append(await webhook.admit("quay.io/org/app:1.0", "quay.io/org/app:2.0"))
             seen.append(await webhook.admit("quay.io/org/app:1.0", "quay.io/org/app:2.0"))
             await webhook.verifier.aclose()
             return seen
@@ -233,12 +235,16 @@ def test_a_stopped_registry_keeps_pods_unmodified_within_budget_and_recovers(
         registry.stop()
     cached, rewritten = f"{registry.host}/quay/org/app:1.0", f"{registry.host}/quay/org/app:2.0"
     assert seen[0].images == [cached]
-    for admission in seen[1:5]:
-        assert admission.images == [cached, "quay.io/org/app:2.0"]  # the cached answer still counts
+    for admission in seen[1:4]:
+        assert admission.images == [cached, "quay.io/org/app:2.0"]  # closed: the cached answer still counts
         assert admission.seconds < BOUND
-    assert seen[5].images == [cached, rewritten]
+    # Open: the registry is failing, so even the image that resolved before keeps its original.
+    assert seen[4].images == ["quay.io/org/app:1.0", "quay.io/org/app:2.0"]
+    assert seen[4].seconds < BOUND
+    assert seen[5].images == [cached, "quay.io/org/app:2.0"]
+    assert seen[6].images == [cached, rewritten]
     assert webhook.verifier.breaker is BreakerState.CLOSED
-    assert webhook.decisions(Reason.VERIFY_FAILED) == 4
+    assert webhook.decisions(Reason.VERIFY_FAILED) == 6
 
 
 @pytest.mark.parametrize(("status", "delay"), [(503, 0.0), (500, 0.0), (429, 0.0), (200, 3.0)])
@@ -261,6 +267,22 @@ def test_a_failing_or_slow_registry_keeps_pods_unmodified_within_budget(
     assert webhook.decisions(Reason.VERIFY_FAILED) == 3
     if delay == 0.0:
         assert webhook.verifier.breaker is BreakerState.OPEN
+
+
+def test_a_forbidden_repository_keeps_the_original_without_opening_the_breaker(certificates: Certificates) -> None:
+    with FaultyRegistry(certificates, status=403) as faulty:
+        webhook = Webhook(rules_for(faulty.host), make_verifier(certificates, failure_threshold=2))
+
+        async def scenario() -> list[Admission]:
+            seen = [await webhook.admit(f"quay.io/org/app:{n}", f"quay.io/org/other:{n}") for n in range(3)]
+            await webhook.verifier.aclose()
+            return seen
+
+        seen = run(scenario())
+    for n, admission in enumerate(seen):
+        assert admission.images == [f"quay.io/org/app:{n}", f"quay.io/org/other:{n}"]
+    assert webhook.decisions(Reason.VERIFY_FAILED) == 6
+    assert webhook.verifier.breaker is BreakerState.CLOSED  # the registry answers: only those images are refused
 
 
 def test_warm_pulls_through_the_cache_and_reports_each_image(
@@ -289,7 +311,8 @@ def test_warm_pulls_through_the_cache_and_reports_each_image(
     assert rows["registry.k8s.io/pause:3.10"][:2] == ["missing", "3.10:"]
     assert "MANIFEST_UNKNOWN" in " ".join(rows["registry.k8s.io/pause:3.10"])
     assert rows["docker.io/library/nginx:1.27"] == ["skipped", "tier-disabled"]
-    assert lines[-1] == "2 resolved, 1 missing, 0 failed, 1 skipped"
+    # Not an ECR registry: whether the cache held an image before cannot be told, so served images are `resolved`.
+    assert lines[-1] == "0 warmed, 0 already-cached, 2 resolved, 1 missing, 0 failed, 1 skipped"
     assert "[4/4]" in result.stderr
     assert proxy.has_manifest("quay/org/app", images.v2.digest)
 

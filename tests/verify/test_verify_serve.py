@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import importlib
-import inspect
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,19 +22,13 @@ from verify.verify_support import (
 )
 
 from webhook.registry_client import ENV_CA_FILE, ENV_PASSWORD, ENV_USERNAME
-from webhook.server import build_server
+from webhook.verify import FAILURE_THRESHOLD
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        "verifier" not in inspect.signature(build_server).parameters,
-        reason="webhook/server.py does not wire discovery and verify yet (see docs/verify.md)",
-    ),
-]
+pytestmark = pytest.mark.integration
 
 # tests/integration has no __init__.py: imported by name so mypy does not see one file under two module names.
 WebhookProcess: Any = importlib.import_module("integration.server").WebhookProcess
@@ -104,7 +97,7 @@ def test_serve_rewrites_only_discovered_and_verified_targets(setup: tuple[Regist
     _, metrics = webhook.request("GET", "/metrics")
     text = metrics.decode()
     assert 'ecr_ptc_webhook_discovered_rules{prefix="quay",tier="quay",upstream="quay.io"} 1.0' in text
-    assert 'ecr_ptc_webhook_rules_drift{kind="missing",tier="k8s"} 1.0' in text
+    assert 'ecr_ptc_webhook_rules_drift{kind="missing",prefix="k8s",tier="k8s"} 1.0' in text
     assert 'reason="target-missing"' in text
     assert 'reason="rule-missing"' in text
 
@@ -121,10 +114,16 @@ def test_serve_rewrites_only_discovered_and_verified_targets(setup: tuple[Regist
 
     # The registry goes away: pods go through unmodified, within the budget.
     registry.stop()
-    for _ in range(3):
+    images, _ = admit(webhook, "quay.io/org/app:1.0")  # resolved before, the breaker still closed
+    assert images == [f"{registry.host}/quay/org/app:1.0"]
+    for _ in range(FAILURE_THRESHOLD):
         images, seconds = admit(webhook, "quay.io/org/app:2.0")
         assert images == ["quay.io/org/app:2.0"]
         assert seconds < BOUND
-    images, _ = admit(webhook, "quay.io/org/app:1.0")  # still in the verifier's cache
-    assert images == [f"{registry.host}/quay/org/app:1.0"]
+    # The breaker is open: every pod goes through unmodified, the image that resolved before included.
+    images, seconds = admit(webhook, "quay.io/org/app:1.0")
+    assert images == ["quay.io/org/app:1.0"]
+    assert seconds < BOUND
+    _, ready = webhook.request("GET", "/readyz")
+    assert "verify: breaker open" in ready["detail"]
     assert "Traceback" not in webhook.logs()

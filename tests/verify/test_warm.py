@@ -5,25 +5,36 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import boto3
 import pytest
-from verify.verify_support import Certificates, FaultyRegistry
+from botocore.stub import Stubber
+from verify.verify_support import Certificates, FaultyRegistry, aws_env
 
 from webhook.cli import main
-from webhook.cli.warm import Progress
+from webhook.cli.warm import Progress, rules_for
 from webhook.config import parse_config
-from webhook.registry_client import ManifestAnswer
+from webhook.discovery import RuleDiscovery, RulesUnavailableError
+from webhook.reasons import Reason
+from webhook.registry_client import EcrImageIndex, ManifestAnswer
 from webhook.rules import Rules
-from webhook.warm import WarmResult, WarmStatus, read_image_list, summary, warm
+from webhook.warm import Cache, WarmResult, WarmStatus, read_image_list, summary, warm
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
+
+    from mypy_boto3_ecr import ECRClient
 
     from webhook.reference import ImageReference
 
-REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
+ACCOUNT = "123456789012"
+REGISTRY = f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com"
 DIGEST = "sha256:" + "c" * 64
+QUAY_RULE = {"ecrRepositoryPrefix": "quay", "upstreamRegistryUrl": "quay.io", "upstreamRegistry": "quay"}
+
+pytestmark = pytest.mark.usefixtures(aws_env.__name__)
 
 
 @pytest.fixture
@@ -57,7 +68,9 @@ def test_warm_decides_fetches_and_keeps_the_input_order(rules: Rules) -> None:
     images = ["quay.io/a/b:1", "nginx:1.27", "quay.io/a/b:2", "quay.io/a/b:3", f"quay.io/a/b:1@{DIGEST}"]
     seen: list[str] = []
 
-    results = asyncio.run(warm([*images, "quay.io/a/b:1"], rules, fetch, progress=lambda r: seen.append(r.image)))
+    results = asyncio.run(
+        warm([*images, "quay.io/a/b:1"], rules, Cache(fetch), progress=lambda r: seen.append(r.image))
+    )
 
     assert [(r.image, r.status) for r in results] == [
         ("quay.io/a/b:1", WarmStatus.RESOLVED),
@@ -77,9 +90,86 @@ def test_warm_decides_fetches_and_keeps_the_input_order(rules: Rules) -> None:
 def test_warm_runs_at_most_concurrency_fetches_at_once(rules: Rules) -> None:
     fetch = Scripted({})
     images = [f"quay.io/a/b:{n}" for n in range(20)]
-    asyncio.run(warm(images, rules, fetch, concurrency=3))
+    asyncio.run(warm(images, rules, Cache(fetch), concurrency=3))
     assert len(fetch.calls) == 20
     assert fetch.most == 3
+
+
+@pytest.fixture
+def ecr() -> Iterator[tuple[ECRClient, Stubber]]:
+    client = boto3.client("ecr", region_name="eu-west-1")
+    with Stubber(client) as stubber:
+        yield client, stubber
+        stubber.assert_no_pending_responses()
+
+
+def described(stubber: Stubber, tag: str, *, found: bool | str) -> None:
+    """One DescribeImages: found, or the error code ECR answers (`found` names it)."""
+    expected = {"registryId": ACCOUNT, "repositoryName": "quay/a/b", "imageIds": [{"imageTag": tag}]}
+    if found is True:
+        detail = {"registryId": ACCOUNT, "repositoryName": "quay/a/b", "imageDigest": DIGEST, "imageTags": [tag]}
+        stubber.add_response("describe_images", {"imageDetails": [detail]}, expected)
+    else:
+        stubber.add_client_error("describe_images", str(found), "no", expected_params=expected)
+
+
+def test_with_ecr_s_index_warmed_is_told_from_already_cached(rules: Rules, ecr: tuple[ECRClient, Stubber]) -> None:
+    client, stubber = ecr
+    described(stubber, "1", found=True)
+    described(stubber, "2", found="ImageNotFoundException")
+    described(stubber, "3", found="RepositoryNotFoundException")
+    described(stubber, "4", found="AccessDeniedException")
+    fetch = Scripted({"3": ManifestAnswer(404, error="404 Not Found: MANIFEST_UNKNOWN")})
+    images = [f"quay.io/a/b:{n}" for n in range(1, 5)]
+
+    # One at a time: the stubbed answers are consumed in order.
+    results = asyncio.run(warm(images, rules, Cache(fetch, EcrImageIndex(client, ACCOUNT)), concurrency=1))
+
+    assert [(r.image, r.status) for r in results] == [
+        ("quay.io/a/b:1", WarmStatus.CACHED),
+        ("quay.io/a/b:2", WarmStatus.WARMED),
+        ("quay.io/a/b:3", WarmStatus.MISSING),
+        ("quay.io/a/b:4", WarmStatus.RESOLVED),
+    ]
+    assert fetch.calls == ["quay/a/b:2", "quay/a/b:3", "quay/a/b:4"]  # what the cache held is not fetched
+    assert results[0].detail == DIGEST
+    assert "not known if cached: ECR DescribeImages failed" in results[3].detail
+    assert all(r.ok for r in results if r.status is not WarmStatus.MISSING)
+
+
+def test_rules_discover_warms_only_tiers_the_cache_has_a_rule_for(ecr: tuple[ECRClient, Stubber]) -> None:
+    client, stubber = ecr
+    stubber.add_response("describe_pull_through_cache_rules", {"pullThroughCacheRules": [QUAY_RULE]}, {})
+    config = parse_config({"registry": REGISTRY, "tiers": ["quay", "k8s"], "rules": "discover"})
+    fetch = Scripted({})
+
+    async def scenario() -> list[WarmResult]:
+        rules = await rules_for(config, lambda: RuleDiscovery(config, client))
+        return await warm(["quay.io/a/b:1", "registry.k8s.io/pause:3.10"], rules, Cache(fetch))
+
+    results = asyncio.run(scenario())
+    assert [(r.status, r.detail) for r in results] == [
+        (WarmStatus.RESOLVED, DIGEST),
+        (WarmStatus.SKIPPED, Reason.RULE_MISSING.value),
+    ]
+    assert fetch.calls == ["quay/a/b:1"]
+
+
+def test_rules_discover_that_cannot_read_the_rules_is_an_error(ecr: tuple[ECRClient, Stubber]) -> None:
+    client, stubber = ecr
+    stubber.add_client_error("describe_pull_through_cache_rules", "AccessDeniedException", "not authorized")
+    config = parse_config({"registry": REGISTRY, "tiers": ["quay"], "rules": "discover"})
+    with pytest.raises(RulesUnavailableError, match="AccessDeniedException"):
+        asyncio.run(rules_for(config, lambda: RuleDiscovery(config, client)))
+
+
+def test_static_rules_need_no_discovery() -> None:
+    config = parse_config({"registry": REGISTRY, "tiers": ["quay"]})
+
+    def never() -> RuleDiscovery:
+        raise AssertionError("static rules read nothing")
+
+    assert asyncio.run(rules_for(config, never)).decide("quay.io/a/b:1").rewrites
 
 
 def test_read_image_list_skips_blank_lines_and_comments() -> None:
@@ -92,15 +182,17 @@ def test_read_image_list_skips_blank_lines_and_comments() -> None:
 def test_summary_is_a_table_with_counts() -> None:
     table = summary(
         [
-            WarmResult("quay.io/a/b:1", f"{REGISTRY}/quay/a/b:1", WarmStatus.RESOLVED, DIGEST),
+            WarmResult("quay.io/a/b:1", f"{REGISTRY}/quay/a/b:1", WarmStatus.WARMED, DIGEST),
+            WarmResult("quay.io/a/b:2", f"{REGISTRY}/quay/a/b:2", WarmStatus.CACHED, DIGEST),
             WarmResult("nginx", "nginx", WarmStatus.SKIPPED, "tier-disabled"),
         ]
     )
     assert table.splitlines() == [
-        "IMAGE          STATUS    DETAIL",
-        f"quay.io/a/b:1  resolved  {REGISTRY}/quay/a/b:1 {DIGEST}",
-        "nginx          skipped   tier-disabled",
-        "1 resolved, 0 missing, 0 failed, 1 skipped",
+        "IMAGE          STATUS          DETAIL",
+        f"quay.io/a/b:1  warmed          {REGISTRY}/quay/a/b:1 {DIGEST}",
+        f"quay.io/a/b:2  already-cached  {REGISTRY}/quay/a/b:2 {DIGEST}",
+        "nginx          skipped         tier-disabled",
+        "1 warmed, 1 already-cached, 0 resolved, 0 missing, 0 failed, 1 skipped",
     ]
 
 
@@ -135,6 +227,36 @@ def test_the_command_reads_stdin_and_prints_json(
     assert [(line["image"], line["status"]) for line in lines] == [("quay.io/a/b:1", "resolved"), ("nginx", "skipped")]
     assert lines[0]["target"] == f"{registry.host}/quay/a/b:1"
     assert "[2/2]" in err
+
+
+@pytest.mark.integration
+def test_the_command_reads_the_cache_s_rules_with_rules_discover(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    ecr: tuple[ECRClient, Stubber],
+) -> None:
+    client, stubber = ecr
+    stubber.add_response("describe_pull_through_cache_rules", {"pullThroughCacheRules": [QUAY_RULE]}, {})
+    made: list[str] = []
+
+    def stubbed(registry: str) -> Any:
+        made.append(registry)
+        return client
+
+    monkeypatch.setattr("webhook.cli.warm.ecr_client_for", stubbed)
+    certificates = Certificates(tmp_path / "certs")
+    with FaultyRegistry(certificates, status=200) as registry:
+        config = tmp_path / "config.yaml"
+        config.write_text(json.dumps({"registry": registry.host, "tiers": ["quay", "k8s"], "rules": "discover"}))
+        arguments = ["--config", str(config), "--ca-file", str(certificates.ca), "--output", "json"]
+        code = main(["warm", *arguments, "quay.io/a/b:1", "registry.k8s.io/pause:3.10"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(line["status"], line["detail"]) for line in lines[1:]] == [("skipped", "rule-missing")]
+    assert lines[0]["status"] == "resolved"
+    assert made == [registry.host]  # one ECR client; not ECR: no token, no DescribeImages
 
 
 @pytest.mark.parametrize(

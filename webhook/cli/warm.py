@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -10,14 +11,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from webhook.cli._options import add_config_arguments, config_from_args
+from webhook.discovery import RuleDiscovery, RulesUnavailableError
 from webhook.exceptions import ConfigError
-from webhook.registry_client import ENV_CA_FILE, RegistryClient, ecr_client_for, token_source_for
+from webhook.registry_client import (
+    ENV_CA_FILE,
+    EcrImageIndex,
+    RegistryClient,
+    ecr_client_for,
+    registry_id_of,
+    token_source_for,
+)
 from webhook.rules import Rules
-from webhook.warm import DEFAULT_CONCURRENCY, read_image_list, summary, warm
+from webhook.warm import DEFAULT_CONCURRENCY, Cache, read_image_list, summary, warm
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
+    from webhook.config import Config
     from webhook.warm import WarmResult
 
 WARM_TIMEOUT = 30.0
@@ -31,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="pull image manifests through the cache (e.g. a cluster's images before a migration)",
         description=(
             "For each image the webhook would rewrite, fetch its manifest from the cache (by tag, then by digest), "
-            "so the pull-through cache holds it before pods need it. Exits 1 if any image failed."
+            "so the pull-through cache holds it before pods need it; with an ECR cache, images it holds already "
+            "(ecr:DescribeImages) are reported as such and not fetched. `rules: discover` reads the cache's rules "
+            "first. Exits 1 if any image is missing or failed."
         ),
     )
     add_config_arguments(parser)
@@ -63,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--concurrency must be at least 1, got {args.concurrency}")
     config = config_from_args(args)
     ca_file = args.ca_file or (Path(os.environ[ENV_CA_FILE]) if os.environ.get(ENV_CA_FILE) else None)
-    results = asyncio.run(_warm(images, Rules(config), args, ca_file))
+    results = asyncio.run(_warm(images, config, args, ca_file))
     if args.output == "json":
         for result in results:
             line = {"image": result.image, "target": result.target, "status": result.status, "detail": result.detail}
@@ -73,13 +86,34 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(result.ok for result in results) else 1
 
 
-async def _warm(images: list[str], rules: Rules, args: argparse.Namespace, ca_file: Path | None) -> list[WarmResult]:
-    registry = rules.config.registry
-    auth = token_source_for(registry, os.environ, lambda: ecr_client_for(registry))
+async def rules_for(config: Config, discovery: Callable[[], RuleDiscovery]) -> Rules:
+    """The rules to warm with: the config's, or with ``rules: discover`` those the cache really has (read once).
+
+    Like ``serve``, a tier without its rule is then skipped as ``rule-missing``; rules that cannot be read are an
+    error (:class:`RulesUnavailableError`), not a silent "skip everything".
+    """
+    if config.rules != "discover":
+        return Rules(config)
+    reader = discovery()
+    if not await reader.refresh():
+        raise RulesUnavailableError(
+            f"`rules: discover`: reading the cache's pull-through cache rules failed: {reader.failure} "
+            "(warm needs them; with `rules: static` it warms every enabled tier)"
+        )
+    return reader.current()
+
+
+async def _warm(images: list[str], config: Config, args: argparse.Namespace, ca_file: Path | None) -> list[WarmResult]:
+    registry, account = config.registry, registry_id_of(config.registry)
+    ecr = functools.cache(lambda: ecr_client_for(registry))  # one client for the rules, the token and the images
+    rules = await rules_for(config, lambda: RuleDiscovery(config, ecr(), registry_id=account))
+    index = EcrImageIndex(ecr(), account) if account is not None else None
+    auth = token_source_for(registry, os.environ, ecr)
     client = RegistryClient(auth, ca_file=ca_file, timeout=args.timeout, max_connections=args.concurrency)
     progress = Progress(len(set(images)), sys.stderr)
     try:
-        return await warm(images, rules, client.get_manifest, concurrency=args.concurrency, progress=progress)
+        cache = Cache(client.get_manifest, index)
+        return await warm(images, rules, cache, concurrency=args.concurrency, progress=progress)
     finally:
         progress.close()
         await client.aclose()
