@@ -2,6 +2,8 @@
 
 Pure: workloads in (see :mod:`webhook.workloads`), occurrences and a :class:`Report` out. Decisions come from
 :meth:`~webhook.rules.Rules.decide` through :func:`~webhook.patch.decide_slots`, exactly as ``/mutate`` takes them.
+Pods the chart's webhook configuration never sends to the webhook (excluded namespaces, mirror pods) are reported
+with an audit-only reason, :class:`NotSent`, instead of the decision the webhook would take if it saw them.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Final, Literal
 
 from webhook.exceptions import InvalidReferenceError
-from webhook.patch import decide_slots, image_slots, is_opted_out
+from webhook.patch import decide_slots, is_json_object, is_opted_out
 from webhook.reasons import Reason
 from webhook.reference import parse
 from webhook.registries import TIERS_BY_NAME
@@ -25,7 +28,22 @@ if TYPE_CHECKING:
 
 Coverage = Literal["covered", "exempt", "uncovered"]
 
-COVERAGE: Final[dict[Reason, Coverage]] = {
+
+class NotSent(StrEnum):
+    """Audit-only reasons: the webhook is never called for these pods, so it decides nothing for their images."""
+
+    NAMESPACE_EXCLUDED = "namespace-excluded"
+    """The pod's namespace is excluded by the webhook configuration's namespaceSelector."""
+    MIRROR_POD = "mirror-pod"
+    """A mirror pod (the API copy of a static pod), skipped by the webhook configuration's matchConditions."""
+
+
+CHART_EXCLUDED_NAMESPACES: Final = frozenset({"kube-system", "kube-node-lease"})
+"""Namespaces the chart always excludes, besides its release namespace and ``webhook.excludedNamespaces``."""
+MIRROR_POD_ANNOTATION: Final = "kubernetes.io/config.mirror"
+"""Set by the kubelet on mirror pods; the chart's matchConditions skip pods that carry it."""
+
+COVERAGE: Final[dict[Reason | NotSent, Coverage]] = {
     Reason.REWRITTEN: "covered",
     Reason.ALREADY_CACHED: "covered",
     Reason.EKS_ADDON_REGISTRY: "exempt",
@@ -41,9 +59,13 @@ COVERAGE: Final[dict[Reason, Coverage]] = {
     Reason.RULE_MISSING: "uncovered",
     Reason.TARGET_MISSING: "uncovered",
     Reason.VERIFY_FAILED: "uncovered",
+    NotSent.NAMESPACE_EXCLUDED: "exempt",
+    NotSent.MIRROR_POD: "exempt",
 }
-"""Reason -> coverage. ``covered``: pulls through the cache. ``exempt``: already on AWS, or left out on purpose (the
-opt-out annotation, ``digests: skip``). ``uncovered``: pulls from an upstream outside AWS."""
+"""Reason -> coverage. ``covered``: pulls through the cache. ``exempt``: not rewritten, on purpose: already on AWS,
+or left out by a choice (the opt-out annotation, ``digests: skip``, a namespace or mirror pod the webhook is never
+sent), whatever registry it pulls from. ``uncovered``: left on its upstream with no such choice (a tier not enabled,
+a registry without a tier or that no cache can front, a reference that cannot be rewritten)."""
 
 INVALID_REGISTRY: Final = "(invalid)"
 """The registry column of references that do not parse."""
@@ -62,13 +84,34 @@ class Occurrence:
     container: str
     """The container name; ``volumes/<name>`` for an image volume (as in the original-images annotation)."""
     decision: Decision
+    """What the webhook decides for the image (would decide, for a pod it is not sent)."""
     source: str | None = None
     """Where the object was read, ``file:line``; ``None`` for a live cluster."""
+    not_sent: NotSent | None = None
+    """Why the webhook never sees this pod; ``None`` when it does."""
+
+    @property
+    def reason(self) -> Reason | NotSent:
+        """The reason reported: the decision's, or why the pod is not sent to the webhook."""
+        return self.not_sent or self.decision.reason
+
+    @property
+    def tier(self) -> str | None:
+        """The tier reported; none for a pod the webhook is not sent (no tier would change it)."""
+        return None if self.not_sent else self.decision.tier
+
+    @property
+    def rewrites(self) -> bool:
+        """Whether the image would change."""
+        return self.not_sent is None and self.decision.rewrites
 
     def as_dict(self) -> dict[str, str | None]:
         """The wire form of ``audit --output json``: the decision's keys plus where the image is."""
+        decision = self.decision.as_dict()
+        if self.not_sent is not None:
+            decision.update(action="skip", result=self.decision.image, reason=self.not_sent.value, tier=None)
         return {
-            **self.decision.as_dict(),
+            **decision,
             "kind": self.kind,
             "namespace": self.namespace,
             "name": self.name,
@@ -77,10 +120,12 @@ class Occurrence:
         }
 
 
-def occurrences(workload: Workload, rules: Rules, source: str | None = None) -> Iterator[Occurrence]:
+def occurrences(
+    workload: Workload, rules: Rules, source: str | None = None, *, not_sent: NotSent | None = None
+) -> Iterator[Occurrence]:
     """The decision for every image of ``workload``, opt-out annotation included, as the webhook would take them."""
     opted_out = is_opted_out(workload.pod_metadata)
-    for item in decide_slots(image_slots(workload.spec), rules, opted_out=opted_out):
+    for item in decide_slots(workload.image_slots(), rules, opted_out=opted_out):
         yield Occurrence(
             kind=workload.kind,
             namespace=workload.namespace,
@@ -88,7 +133,21 @@ def occurrences(workload: Workload, rules: Rules, source: str | None = None) -> 
             container=item.slot.key,
             decision=item.decision,
             source=source,
+            not_sent=not_sent,
         )
+
+
+def not_sent_reason(workload: Workload, excluded_namespaces: frozenset[str]) -> NotSent | None:
+    """Why the chart's webhook configuration never sends this workload's pods to the webhook; ``None`` if it does.
+
+    A mirror pod first: it is never sent, whatever the namespaces. Then the namespaces the namespaceSelector excludes.
+    """
+    annotations = workload.pod_metadata.get("annotations") if workload.pod_metadata is not None else None
+    if is_json_object(annotations) and MIRROR_POD_ANNOTATION in annotations:
+        return NotSent.MIRROR_POD
+    if workload.namespace in excluded_namespaces:
+        return NotSent.NAMESPACE_EXCLUDED
+    return None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -110,7 +169,7 @@ class Group:
     pods: int = 0
     """Pod specs with at least one image here."""
     rewrite: int = 0
-    skipped: Counter[Reason] = field(default_factory=Counter)
+    skipped: Counter[Reason | NotSent] = field(default_factory=Counter)
     uncovered: int = 0
 
 
@@ -122,28 +181,38 @@ class Report:
     pods: int = 0
     occurrences: int = 0
     coverage: Counter[Coverage] = field(default_factory=Counter)
+    disabled_tiers: dict[str, Group] = field(default_factory=dict)
+    """Tier -> its ``tier-disabled`` occurrences, over all the tier's registries (Docker Hub has three hosts)."""
 
     def add(self, pod: Iterable[Occurrence]) -> None:
         """Count the occurrences of one pod spec."""
         seen: set[tuple[str, str | None]] = set()
+        disabled_seen: set[str] = set()
         for occurrence in pod:
-            decision = occurrence.decision
-            key = (registry_of(decision.image), decision.tier)
+            image, reason = occurrence.decision.image, occurrence.reason
+            key = (registry_of(image), occurrence.tier)
             group = self.groups.get(key)
             if group is None:
                 group = self.groups[key] = Group(*key)
-            group.images.add(decision.image)
-            if decision.rewrites:
+            group.images.add(image)
+            if occurrence.rewrites:
                 group.rewrite += 1
             else:
-                group.skipped[decision.reason] += 1
-            if COVERAGE[decision.reason] == "uncovered":
+                group.skipped[reason] += 1
+            if COVERAGE[reason] == "uncovered":
                 group.uncovered += 1
             if key not in seen:
                 seen.add(key)
                 group.pods += 1
+            if reason == Reason.TIER_DISABLED and occurrence.tier is not None:
+                tier = self.disabled_tiers.setdefault(occurrence.tier, Group(registry=key[0], tier=occurrence.tier))
+                tier.images.add(image)
+                tier.skipped[reason] += 1
+                if occurrence.tier not in disabled_seen:  # a pod spec counts once per tier, whatever its hosts
+                    disabled_seen.add(occurrence.tier)
+                    tier.pods += 1
             self.occurrences += 1
-            self.coverage[COVERAGE[decision.reason]] += 1
+            self.coverage[COVERAGE[reason]] += 1
         self.pods += 1
 
     @property
@@ -157,17 +226,9 @@ class Report:
         return sum(group.skipped[Reason.TIER_DISABLED] for group in self.groups.values())
 
     def tiers_to_enable(self) -> dict[str, Group]:
-        """Tier -> its ``tier-disabled`` group(s) merged: what enabling each tier would add to the cache."""
-        merged: dict[str, Group] = {}
-        for group in self.sorted_groups():
-            count = group.skipped[Reason.TIER_DISABLED]
-            if group.tier is None or not count:
-                continue
-            total = merged.setdefault(group.tier, Group(registry=group.registry, tier=group.tier))
-            total.images |= group.images
-            total.pods += group.pods
-            total.skipped[Reason.TIER_DISABLED] += count
-        return merged
+        """Tier -> its ``tier-disabled`` occurrences: what enabling each tier would add to the cache."""
+        order = [group.tier for group in self.sorted_groups() if group.tier in self.disabled_tiers]
+        return {tier: self.disabled_tiers[tier] for tier in dict.fromkeys(order) if tier is not None}
 
     def sorted_groups(self) -> list[Group]:
         """Groups by registry, then tier."""
@@ -204,7 +265,7 @@ def format_table(report: Report) -> str:
             f"(images: {len(group.images)}, pod specs: {group.pods})."
         )
     for group in report.sorted_groups():
-        left: Counter[Reason] = Counter(
+        left: Counter[Reason | NotSent] = Counter(
             {
                 reason: count
                 for reason, count in group.skipped.items()
@@ -216,7 +277,7 @@ def format_table(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _reasons(skipped: Counter[Reason]) -> str:
+def _reasons(skipped: Counter[Reason | NotSent]) -> str:
     return ", ".join(f"{reason}={count}" for reason, count in sorted(skipped.items())) or "-"
 
 

@@ -4,7 +4,9 @@ The edge to the official ``kubernetes`` client. Only ``list`` calls are made (HT
 changed or watched, and a refreshed kubeconfig token is not written back. What is reported, so nothing counts twice:
 every controller's pod template (what will be created), and every Pod, ReplicaSet or Job that no listed controller
 owns (a bare pod, a static pod, a pod of an operator's custom resource); a Deployment's ReplicaSets and pods, a
-CronJob's Jobs and their pods are covered by the Deployment's or CronJob's template.
+CronJob's Jobs and their pods are covered by the Deployment's or CronJob's template. A controller's pod still
+reports the images its template does not have (injected sidecars, ``kubectl debug`` containers): pods are listed
+last, once every template they could come from is known.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config import ConfigException, load_incluster_config, load_kube_config
 
 from webhook.exceptions import WebhookError
-from webhook.workloads import owned_by_template, workloads
+from webhook.workloads import (
+    TEMPLATE_OWNERS,
+    controller_uid,
+    image_keys,
+    owned_by_template,
+    uid_of,
+    workloads,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -32,6 +41,7 @@ if TYPE_CHECKING:
 PAGE_SIZE: Final = 500
 """Objects per list call; the API server hands out a ``continue`` token for the next page."""
 DEFAULT_KUBECONFIG: Final = "~/.kube/config"
+POD_CONTROLLERS: Final = TEMPLATE_OWNERS["Pod"]
 
 
 class ClusterError(WebhookError):
@@ -55,10 +65,21 @@ class Resource:
 
 
 def connect(context: str | None = None, kubeconfig: str | None = None) -> ApiClient:
-    """A client for the kubeconfig (``--kubeconfig``, ``KUBECONFIG``, ``~/.kube/config``), else the pod's account."""
+    """A client for the kubeconfig (``--kubeconfig``, ``KUBECONFIG``, ``~/.kube/config``), else the pod's account.
+
+    A kubeconfig named explicitly (flag or variable) must exist: falling back to the pod's service account would
+    audit another cluster than the one meant (in a CI pod, the CI's own).
+    """
     configuration = Configuration()
-    config_file = kubeconfig or os.environ.get("KUBECONFIG") or DEFAULT_KUBECONFIG
+    named = kubeconfig or os.environ.get("KUBECONFIG")
+    config_file = named or DEFAULT_KUBECONFIG
     has_kubeconfig = any(Path(part).expanduser().is_file() for part in config_file.split(os.pathsep) if part)
+    if named and not has_kubeconfig:
+        option = "--kubeconfig" if kubeconfig else "KUBECONFIG"
+        raise ClusterError(
+            f"{option} {named}: no such kubeconfig file; fix the path, or unset it to use {DEFAULT_KUBECONFIG} or "
+            "the pod's service account"
+        )
     try:
         if has_kubeconfig or context is not None:
             load_kube_config(
@@ -74,10 +95,9 @@ def connect(context: str | None = None, kubeconfig: str | None = None) -> ApiCli
 
 
 def resources(client: ApiClient) -> tuple[Resource, ...]:
-    """The kinds that hold pod specs, with their list calls."""
+    """The kinds that hold pod specs, with their list calls; pods last (see :func:`read_cluster`)."""
     core, apps, batch = CoreV1Api(client), AppsV1Api(client), BatchV1Api(client)
     return (
-        Resource("Pod", "pods", core.list_pod_for_all_namespaces, core.list_namespaced_pod),
         Resource(
             "ReplicationController",
             "replicationcontrollers",
@@ -104,15 +124,28 @@ def resources(client: ApiClient) -> tuple[Resource, ...]:
         ),
         Resource("Job", "jobs.batch", batch.list_job_for_all_namespaces, batch.list_namespaced_job),
         Resource("CronJob", "cronjobs.batch", batch.list_cron_job_for_all_namespaces, batch.list_namespaced_cron_job),
+        Resource("Pod", "pods", core.list_pod_for_all_namespaces, core.list_namespaced_pod),
     )
 
 
 def read_cluster(client: ApiClient, namespace: str | None = None, page_size: int = PAGE_SIZE) -> Iterator[Workload]:
     """Every pod spec to report (see the module docstring), listed page by page; raises :class:`ClusterError`."""
+    templates: dict[str, frozenset[str]] = {}  # uid of a pod's possible controller -> its template's image keys
     for resource in resources(client):
         for item in _list(resource, namespace, page_size):
-            if not owned_by_template(item, resource.kind):
-                yield from workloads(item, (), resource.kind)
+            uid = uid_of(item) if resource.kind in POD_CONTROLLERS else None
+            for workload in workloads(item, (), resource.kind):
+                if uid is not None:
+                    templates[uid] = image_keys(workload)
+                if not owned_by_template(item, resource.kind):
+                    yield workload
+                elif resource.kind == "Pod":
+                    # A controller's pod: only what its template lacks; all of it if that template was not listed
+                    # (created between two list calls).
+                    template = templates.get(controller_uid(item) or "")
+                    beyond = workload.beyond(template) if template is not None else workload
+                    if beyond is not None:
+                        yield beyond
 
 
 def _list(resource: Resource, namespace: str | None, page_size: int) -> Iterator[object]:

@@ -7,8 +7,13 @@ Pure: decoded objects in, :class:`Workload` records out, each with the path of i
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Final
+
+from webhook.patch import image_slots
+
+if TYPE_CHECKING:
+    from webhook.patch import ImageSlot
 
 PathPart = str | int
 """One step into a decoded object: a mapping key or a list index."""
@@ -50,6 +55,21 @@ class Workload:
     spec: Mapping[str, Any]
     pod_metadata: Mapping[str, Any] | None
     """The metadata pods get (the Pod's own, or the template's): where the opt-out annotation is read."""
+    only: frozenset[str] | None = None
+    """Keys of the images to report (container names, ``volumes/<name>``); ``None`` for all of them."""
+
+    def image_slots(self) -> list[ImageSlot]:
+        """The images of the pod spec (see :func:`webhook.patch.image_slots`), limited to :attr:`only`."""
+        return [slot for slot in image_slots(self.spec) if self.only is None or slot.key in self.only]
+
+    def beyond(self, template_keys: frozenset[str]) -> Workload | None:
+        """This pod limited to the images whose keys its controller's template does not have; ``None`` if none.
+
+        What a pod runs beyond its template was added on the way: sidecars other webhooks inject (istio-proxy,
+        vault-agent), ephemeral containers from ``kubectl debug``. The webhook sees and rewrites those too.
+        """
+        extra = image_keys(self) - template_keys
+        return replace(self, only=extra) if extra else None
 
 
 def workloads(document: object, path: tuple[PathPart, ...] = (), kind: str | None = None) -> Iterator[Workload]:
@@ -97,15 +117,34 @@ def list_item_kind(kind: str | None) -> str | None:
 
 def owned_by_template(document: object, kind: str) -> bool:
     """Whether a controller of a kind in :data:`TEMPLATE_OWNERS` manages this object (its template covers it)."""
+    owner = controller_of(document)
+    return owner is not None and owner.get("kind") in TEMPLATE_OWNERS.get(kind, frozenset())
+
+
+def controller_of(document: object) -> Mapping[str, Any] | None:
+    """The owner reference marked ``controller: true``, if any."""
     metadata = document.get("metadata") if isinstance(document, Mapping) else None
     owners = metadata.get("ownerReferences") if isinstance(metadata, Mapping) else None
     if not isinstance(owners, list):
-        return False
-    controllers = TEMPLATE_OWNERS.get(kind, frozenset())
-    return any(
-        isinstance(owner, Mapping) and owner.get("controller") is True and owner.get("kind") in controllers
-        for owner in owners
-    )
+        return None
+    return next((owner for owner in owners if isinstance(owner, Mapping) and owner.get("controller") is True), None)
+
+
+def controller_uid(document: object) -> str | None:
+    """The uid of the object's controller (the owner reference marked ``controller: true``), if any."""
+    owner = controller_of(document)
+    uid = owner.get("uid") if owner is not None else None
+    return uid if isinstance(uid, str) else None
+
+
+def uid_of(document: object) -> str | None:
+    """``metadata.uid``, which owner references name."""
+    return _string(document.get("metadata") if isinstance(document, Mapping) else None, "uid")
+
+
+def image_keys(workload: Workload) -> frozenset[str]:
+    """The keys of every image slot of a pod spec: its container names and ``volumes/<name>`` of image volumes."""
+    return frozenset(slot.key for slot in workload.image_slots())
 
 
 def _get(document: Mapping[str, Any], path: tuple[str, ...]) -> object:

@@ -132,10 +132,34 @@ def test_audit_of_malformed_yaml_prints_one_line_and_no_partial_output(cli: Cli,
     )
 
 
-def test_cluster_flags_need_cluster(cli: Cli, config: str) -> None:
-    code, _, err = cli("audit", "--config", config, "-f", str(APP), "--namespace", "x")
+@pytest.mark.parametrize("flag", ["--namespace", "--exclude-namespace"])
+def test_cluster_flags_need_cluster(cli: Cli, config: str, flag: str) -> None:
+    code, _, err = cli("audit", "--config", config, "-f", str(APP), flag, "x")
     assert code == 2
     assert "apply to --cluster only" in err
+
+
+def test_audit_of_a_typed_list_whose_items_come_before_its_kind(cli: Cli, config: str) -> None:
+    text = (
+        '{"apiVersion":"v1","items":[{"metadata":{"name":"a"},"spec":{"containers":[{"name":"c",'
+        '"image":"quay.io/a/b:1"}]}}],"kind":"PodList"}'
+    )
+    code, out, _ = cli("audit", "--config", config, "-f", "-", "--output", "json", stdin=text)
+    assert code == 0
+    (line,) = (json.loads(line) for line in out.splitlines())
+    assert (line["kind"], line["name"], line["container"], line["action"]) == ("Pod", "a", "c", "rewrite")
+
+
+def test_audit_of_json_with_an_emoji(cli: Cli, config: str, tmp_path: Path) -> None:
+    pod = {
+        "kind": "Pod",
+        "metadata": {"name": "p", "annotations": {"note": "shipped \U0001f680"}},
+        "spec": {"containers": [{"name": "c", "image": "quay.io/a/b:1"}]},
+    }
+    (tmp_path / "pod.json").write_text(json.dumps(pod), encoding="utf-8")
+    code, out, err = cli("audit", "--config", config, "-f", str(tmp_path / "pod.json"), "--output", "json")
+    assert (code, err) == (0, "")
+    assert [json.loads(line)["action"] for line in out.splitlines()] == ["rewrite"]
 
 
 def test_audit_needs_a_source(capsys: pytest.CaptureFixture[str], config: str) -> None:
@@ -175,6 +199,40 @@ def test_rewrite_one_file_to_a_file_or_into_a_directory(cli: Cli, config: str, t
     assert target.read_bytes() == (REWRITTEN / "web.yaml").read_bytes()
     assert cli("rewrite", "--config", config, "-f", str(APP / "web.yaml"), "-o", str(tmp_path))[0] == 0
     assert (tmp_path / "web.yaml").read_bytes() == (REWRITTEN / "web.yaml").read_bytes()
+
+
+def test_rewrite_one_file_into_a_new_directory_named_with_a_trailing_slash(
+    cli: Cli, config: str, tmp_path: Path
+) -> None:
+    code, _, _ = cli("rewrite", "--config", config, "-f", str(APP / "web.yaml"), "-o", f"{tmp_path / 'new'}/")
+    assert code == 0
+    assert tree(tmp_path / "new") == {"web.yaml": (REWRITTEN / "web.yaml").read_bytes()}
+
+
+def test_rewrite_in_place_through_a_symlink_keeps_the_link(cli: Cli, config: str, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shutil.copy(APP / "web.yaml", shared / "web.yaml")
+    link = tmp_path / "web.yaml"
+    link.symlink_to(shared / "web.yaml")
+    assert cli("rewrite", "--config", config, "-f", str(link), "-i")[0] == 0
+    assert link.is_symlink()
+    assert (shared / "web.yaml").read_bytes() == (REWRITTEN / "web.yaml").read_bytes()
+
+
+def test_check_says_where_an_alias_follows_an_anchor(cli: Cli, config: str, tmp_path: Path) -> None:
+    path = tmp_path / "pod.yaml"
+    path.write_text(
+        "kind: Pod\nspec:\n  containers:\n  - {name: a, image: &i quay.io/a/b:1}\n  - {name: b, image: *i}\n",
+        encoding="utf-8",
+    )
+    code, out, err = cli("rewrite", "--config", config, "-f", str(path), "--check")
+    assert code == 1
+    new = f"{REGISTRY}/quay/a/b:1"
+    assert out == (
+        f"{path}:4: quay.io/a/b:1 -> {new}\n{path}:5: quay.io/a/b:1 -> {new} (follows the anchor on line 4)\n"
+    )
+    assert err == "ecr-ptc-webhook rewrite: would rewrite 1 images in 1 of 1 files\n"
 
 
 def test_rewrite_in_place_touches_only_files_that_change(cli: Cli, config: str, app: Path) -> None:

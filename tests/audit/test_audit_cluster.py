@@ -12,6 +12,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,7 +20,8 @@ import pytest
 import yaml
 from audit.audit_support import FIXTURES, REGISTRY, Cli, cli_fixture, write_config
 
-from webhook.cluster import ClusterError, connect
+from webhook import cluster
+from webhook.cluster import ClusterError, Resource, connect, read_cluster
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -150,18 +152,80 @@ def test_cluster_audit_reports_each_workload_once(cli: Cli, kubeconfig: Path) ->
     assert reported == [
         ("CronJob", "shop", "nightly"),
         ("DaemonSet", "kube-system", "kube-proxy"),
+        ("Deployment", "ecr-ptc-webhook", "ecr-ptc-webhook"),
         ("Deployment", "shop", "web"),
         ("Pod", "data", "spark-driver"),  # owned by an operator's custom resource: no template we list
         ("Pod", "kube-system", "etcd-node-1"),  # a static pod, on page 2: the continue token was followed
         ("Pod", "shop", "debug"),  # a bare pod
+        ("Pod", "shop", "nightly-28800000-q9z8w"),  # a sidecar its template does not have (below)
+        ("Pod", "shop", "web-7d4b9c-abcde"),
         ("ReplicaSet", "shop", "legacy-5f6d"),  # no Deployment owns it
         ("StatefulSet", "shop", "db"),
     ]
     by_name = {(line["name"], line["container"]): line for line in lines}
     assert by_name["web", "c0"]["action"] == "rewrite"
     assert by_name["db", "c0"]["reason"] == "pod-opted-out"
-    assert by_name["kube-proxy", "c0"]["reason"] == "eks-addon-registry"
     assert all(line["source"] is None for line in lines)
+
+
+@pytest.mark.integration
+def test_a_controllers_pod_reports_only_what_its_template_lacks(cli: Cli, kubeconfig: Path) -> None:
+    # Sidecars other webhooks inject and `kubectl debug` containers run only in the pod; this webhook rewrites them.
+    code, out, _ = audit(cli, kubeconfig, "--output", "json")
+    assert code == 0
+    pods = sorted(
+        (line["name"], line["container"], line["image"], line["reason"])
+        for line in map(json.loads, out.splitlines())
+        if line["kind"] == "Pod" and line["name"].startswith(("web-", "nightly-", "kube-proxy-"))
+    )
+    assert pods == [
+        ("nightly-28800000-q9z8w", "vault-agent-init", "hashicorp/vault:1.17.2", "tier-disabled"),
+        ("web-7d4b9c-abcde", "debugger-7xk2q", "ghcr.io/nicolaka/netshoot:v0.13", "tier-disabled"),
+        ("web-7d4b9c-abcde", "istio-init", "docker.io/istio/proxyv2:1.23.0", "tier-disabled"),
+        ("web-7d4b9c-abcde", "istio-proxy", "docker.io/istio/proxyv2:1.23.0", "tier-disabled"),
+    ]
+
+
+@pytest.mark.integration
+def test_pods_the_webhook_is_never_sent_are_reported_so(cli: Cli, kubeconfig: Path) -> None:
+    # The chart's namespaceSelector leaves out kube-system, kube-node-lease and its release namespace; its
+    # matchConditions skip mirror pods. The webhook decides nothing for them, so neither does the audit.
+    code, out, _ = audit(cli, kubeconfig, "--output", "json")
+    assert code == 0
+    reasons = {(line["name"], line["container"]): line for line in map(json.loads, out.splitlines())}
+    assert reasons["etcd-node-1", "c0"] | {"image": ""} == {
+        "image": "",
+        "action": "skip",
+        "result": "registry.k8s.io/etcd:3.5.15-0",
+        "reason": "mirror-pod",
+        "tier": None,
+        "kind": "Pod",
+        "namespace": "kube-system",
+        "name": "etcd-node-1",
+        "container": "c0",
+        "source": None,
+    }
+    assert reasons["kube-proxy", "c0"]["reason"] == "namespace-excluded"
+    assert reasons["ecr-ptc-webhook", "webhook"]["reason"] == "tier-disabled"  # the release namespace: not given
+
+    code, out, _ = audit(cli, kubeconfig, "--output", "json", "--exclude-namespace", "ecr-ptc-webhook")
+    assert code == 0
+    reasons = {(line["name"], line["container"]): line for line in map(json.loads, out.splitlines())}
+    assert reasons["ecr-ptc-webhook", "webhook"]["reason"] == "namespace-excluded"
+    assert reasons["kube-proxy", "c0"]["reason"] == "namespace-excluded"  # still: the chart always excludes it
+    assert reasons["etcd-node-1", "c0"]["reason"] == "mirror-pod"
+
+
+@pytest.mark.integration
+def test_pods_not_sent_are_exempt_and_need_no_tier(cli: Cli, kubeconfig: Path) -> None:
+    code, out, err = audit(cli, kubeconfig, "--exclude-namespace", "ecr-ptc-webhook", "--fail-on", "uncovered")
+    assert code == 1
+    assert "11 pod specs, 14 image occurrences (13 distinct images): 3 covered, 4 exempt" in out
+    assert "kube-system" not in out
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in out.splitlines()[1:] if line}
+    assert rows["registry.k8s.io", "-"] == ["1", "1", "0", "mirror-pod=1"]
+    assert rows["602401143452.dkr.ecr.us-west-2.amazonaws.com", "-"] == ["1", "1", "0", "namespace-excluded=1"]
+    assert err == "ecr-ptc-webhook audit: 7 image occurrences are uncovered (--fail-on)\n"
 
 
 @pytest.mark.integration
@@ -179,10 +243,14 @@ def test_only_paginated_get_list_calls_are_made(cli: Cli, api: RecordedApi, kube
 def test_table_from_the_cluster(cli: Cli, kubeconfig: Path) -> None:
     code, out, _ = audit(cli, kubeconfig, "--fail-on", "tier-disabled")
     assert code == 1  # ghcr and docker-hub images would need their tiers
-    assert "8 pod specs, 9 image occurrences" in out
+    assert "11 pod specs, 14 image occurrences" in out
     assert (
-        "Enable tier ghcr (opt-in: needs a Secrets Manager credential) to cover 2 more occurrences "
-        "(images: 2, pod specs: 2)." in out
+        "Enable tier ghcr (opt-in: needs a Secrets Manager credential) to cover 4 more occurrences "
+        "(images: 4, pod specs: 4)." in out
+    )
+    assert (
+        "Enable tier docker-hub (opt-in: needs a Secrets Manager credential) to cover 4 more occurrences "
+        "(images: 3, pod specs: 3)." in out  # istio-init and istio-proxy: one pod
     )
 
 
@@ -207,10 +275,42 @@ def test_a_forbidden_list_is_one_clear_line(cli: Cli, api: RecordedApi, kubeconf
 
 
 def test_no_kubeconfig_and_not_in_a_pod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config
+    monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(ClusterError, match=r"^no cluster to read \(.*\); set KUBECONFIG or --kubeconfig"):
         connect()
+
+
+@pytest.fixture
+def in_a_pod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """As in a CI pod: a service account to fall back on, and no ~/.kube/config; records each fallback."""
+    used: list[str] = []
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setattr(cluster, "load_incluster_config", lambda **_: used.append("in-cluster"))
+    return used
+
+
+def test_in_a_pod_without_a_kubeconfig_the_service_account_is_used(in_a_pod: list[str]) -> None:
+    connect().close()
+    assert in_a_pod == ["in-cluster"]
+
+
+def test_a_kubeconfig_flag_that_names_no_file_is_an_error(in_a_pod: list[str], tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(ClusterError, match=rf"^--kubeconfig {missing}: no such kubeconfig file; fix the path"):
+        connect(kubeconfig=str(missing))
+    assert in_a_pod == []  # not another cluster than the one named
+
+
+def test_a_kubeconfig_variable_that_names_no_file_is_an_error(
+    in_a_pod: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "typo"))
+    with pytest.raises(ClusterError, match=rf"^KUBECONFIG {tmp_path / 'typo'}: no such kubeconfig file"):
+        connect()
+    assert in_a_pod == []
 
 
 def test_an_unknown_context_is_named(kubeconfig: Path) -> None:
@@ -231,7 +331,7 @@ def test_an_unreachable_api_server_is_one_clear_line(cli: Cli, kubeconfig: Path)
     config = write_config(kubeconfig.parent)
     code, _, err = cli("audit", "--config", str(config), "--cluster", "--kubeconfig", str(kubeconfig))  # elsewhere
     assert code == 2
-    assert err.startswith("ecr-ptc-webhook audit: cannot reach the API server to list pods: ")
+    assert err.startswith("ecr-ptc-webhook audit: cannot reach the API server to list replicationcontrollers: ")
 
 
 def test_without_the_kubernetes_client_cluster_says_what_to_install(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -243,3 +343,44 @@ def test_without_the_kubernetes_client_cluster_says_what_to_install(cli: Cli, mo
     assert (
         err == "ecr-ptc-webhook audit: --cluster needs the kubernetes client: pip install 'ecr-ptc-webhook[cluster]'\n"
     )
+
+
+def fake_resources(listed: dict[str, list[dict[str, Any]]]) -> tuple[Resource, ...]:
+    def lister(kind: str) -> Any:
+        def list_all(**_: object) -> Any:
+            return SimpleNamespace(data=json.dumps({"items": listed.get(kind, []), "metadata": {}}))
+
+        return list_all
+
+    kinds = ("ReplicaSet", "Pod")
+    return tuple(Resource(kind, kind.lower(), lister(kind), lister(kind)) for kind in kinds)
+
+
+def pod(name: str, owner_uid: str, *containers: str, ephemeral: str = "", volume: str = "") -> dict[str, Any]:
+    owner = {"kind": "ReplicaSet", "name": "rs", "uid": owner_uid, "controller": True}
+    spec: dict[str, Any] = {"containers": [{"name": item, "image": f"quay.io/a/{item}:1"} for item in containers]}
+    if ephemeral:
+        spec["ephemeralContainers"] = [{"name": ephemeral, "image": f"quay.io/a/{ephemeral}:1"}]
+    if volume:
+        spec["volumes"] = [{"name": volume, "image": {"reference": f"quay.io/a/{volume}:1"}}, {"name": "tmp"}]
+    return {"metadata": {"name": name, "namespace": "shop", "ownerReferences": [owner]}, "spec": spec}
+
+
+def test_a_controllers_pod_beyond_its_template(monkeypatch: pytest.MonkeyPatch) -> None:
+    template = {"spec": pod("rs", "", "app", volume="models")["spec"]}
+    replica_set = {"metadata": {"name": "rs", "namespace": "shop", "uid": "rs-1"}, "spec": {"template": template}}
+    listed = {
+        "ReplicaSet": [replica_set],
+        "Pod": [
+            pod("same", "rs-1", "app", volume="models"),  # nothing beyond its template: not reported
+            pod("more", "rs-1", "app", "sidecar", ephemeral="debugger", volume="injected"),
+            pod("unlisted", "rs-2", "app"),  # its ReplicaSet was created after the list: all of it is reported
+        ],
+    }
+    monkeypatch.setattr(cluster, "resources", lambda _client: fake_resources(listed))
+    found = [(item.kind, item.name, [slot.key for slot in item.image_slots()]) for item in read_cluster(object())]
+    assert found == [
+        ("ReplicaSet", "rs", ["app", "volumes/models"]),
+        ("Pod", "more", ["sidecar", "debugger", "volumes/injected"]),
+        ("Pod", "unlisted", ["app"]),
+    ]

@@ -6,7 +6,17 @@ from typing import Any
 
 from audit.audit_support import REGISTRY, audit_rules
 
-from webhook.audit import COVERAGE, FIELDS, Report, format_table, occurrences, registry_of
+from webhook.audit import (
+    CHART_EXCLUDED_NAMESPACES,
+    COVERAGE,
+    FIELDS,
+    NotSent,
+    Report,
+    format_table,
+    not_sent_reason,
+    occurrences,
+    registry_of,
+)
 from webhook.patch import OPT_OUT_ANNOTATION, OPT_OUT_VALUE
 from webhook.reasons import Reason
 from webhook.workloads import workloads
@@ -73,7 +83,8 @@ def test_image_volumes_and_missing_images_are_reported() -> None:
 
 
 def test_every_reason_has_a_coverage() -> None:
-    assert set(COVERAGE) == set(Reason)
+    assert set(COVERAGE) == set(Reason) | set(NotSent)
+    assert not {reason.value for reason in Reason} & {reason.value for reason in NotSent}
 
 
 def test_registry_of() -> None:
@@ -139,3 +150,71 @@ def test_an_empty_report_still_prints_a_header() -> None:
     text = format_table(Report())
     assert text.splitlines()[0].split()[0] == "REGISTRY"
     assert "0 pod specs, 0 image occurrences (0 distinct images)" in text
+
+
+def test_a_tier_counts_each_pod_spec_once_whatever_the_host() -> None:
+    # docker.io and registry-1.docker.io are two registries of one tier: one pod spec, not two.
+    report = report_of(deployment("web", "nginx:1", "registry-1.docker.io/library/redis:7"))
+    docker_hub = report.tiers_to_enable()["docker-hub"]
+    assert (docker_hub.skipped[Reason.TIER_DISABLED], len(docker_hub.images), docker_hub.pods) == (2, 2, 1)
+    assert "to cover 2 more occurrences (images: 2, pod specs: 1)." in format_table(report)
+
+
+def test_pods_not_sent_to_the_webhook_need_no_tier() -> None:
+    rules = audit_rules()
+    report = Report()
+    (workload,) = workloads(deployment("web", "nginx:1"))
+    report.add(occurrences(workload, rules, not_sent=NotSent.NAMESPACE_EXCLUDED))
+    assert (report.tiers_to_enable(), report.tier_disabled, report.uncovered) == ({}, 0, 0)
+
+
+def pod(annotations: dict[str, str] | None = None, namespace: str = "shop") -> dict[str, Any]:
+    metadata = {"name": "p", "namespace": namespace, "annotations": annotations or {}}
+    return {"kind": "Pod", "metadata": metadata, "spec": {"containers": [{"name": "c", "image": "quay.io/a/b:1"}]}}
+
+
+def test_why_a_pod_is_not_sent_to_the_webhook() -> None:
+    mirror = {"kubernetes.io/config.mirror": "5f3c", "kubernetes.io/config.source": "file"}
+    cases = [
+        (pod(), None),
+        (pod(namespace="kube-system"), NotSent.NAMESPACE_EXCLUDED),
+        (pod(namespace="kube-node-lease"), NotSent.NAMESPACE_EXCLUDED),
+        (pod(mirror), NotSent.MIRROR_POD),
+        (pod(mirror, "kube-system"), NotSent.MIRROR_POD),  # never sent, whatever the namespaces
+        (pod({"kubernetes.io/config.source": "api"}), None),
+    ]
+    for document, expected in cases:
+        (workload,) = workloads(document)
+        assert not_sent_reason(workload, CHART_EXCLUDED_NAMESPACES) is expected, document
+    (workload,) = workloads(deployment("web", "quay.io/a/b:1"))
+    assert not_sent_reason(workload, CHART_EXCLUDED_NAMESPACES | {"shop"}) is NotSent.NAMESPACE_EXCLUDED
+
+
+def test_images_of_pods_not_sent_are_exempt_and_have_no_tier() -> None:
+    rules = audit_rules()
+    (workload,) = workloads(pod(namespace="kube-system"))
+    (occurrence,) = occurrences(workload, rules, not_sent=NotSent.NAMESPACE_EXCLUDED)
+    assert occurrence.decision == rules.decide("quay.io/a/b:1")  # what it would be, were the pod sent
+    assert occurrence.as_dict() == {
+        "image": "quay.io/a/b:1",
+        "action": "skip",
+        "result": "quay.io/a/b:1",
+        "reason": "namespace-excluded",
+        "tier": None,
+        "kind": "Pod",
+        "namespace": "kube-system",
+        "name": "p",
+        "container": "c",
+        "source": None,
+    }
+    report = Report()
+    report.add([occurrence])
+    (group,) = report.groups.values()
+    assert (group.registry, group.tier, group.rewrite, dict(group.skipped)) == (
+        "quay.io",
+        None,
+        0,
+        {NotSent.NAMESPACE_EXCLUDED: 1},
+    )
+    assert dict(report.coverage) == {"exempt": 1}
+    assert format_table(report).splitlines()[1].split() == ["quay.io", "-", "1", "1", "0", "namespace-excluded=1"]

@@ -6,7 +6,15 @@ from typing import Any
 
 import pytest
 
-from webhook.workloads import POD_TEMPLATE_PATHS, list_item_kind, owned_by_template, workloads
+from webhook.workloads import (
+    POD_TEMPLATE_PATHS,
+    controller_uid,
+    image_keys,
+    list_item_kind,
+    owned_by_template,
+    uid_of,
+    workloads,
+)
 
 SPEC: dict[str, Any] = {"containers": [{"name": "app", "image": "quay.io/org/app:1"}]}
 TEMPLATE: dict[str, Any] = {"metadata": {"annotations": {"a": "b"}}, "spec": SPEC}
@@ -142,3 +150,38 @@ def test_owned_by_template(document: object, kind: str, expected: bool) -> None:
 )
 def test_list_item_kind(kind: str | None, expected: str | None) -> None:
     assert list_item_kind(kind) == expected
+
+
+def test_a_pod_beyond_its_template_keeps_only_what_the_template_lacks() -> None:
+    (template,) = workloads(controller("ReplicaSet"))
+    pod = {
+        "kind": "Pod",
+        "metadata": {"name": "web-1"},
+        "spec": {
+            "initContainers": [{"name": "istio-init", "image": "docker.io/istio/proxyv2:1"}],
+            "containers": [*SPEC["containers"], {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1"}],
+            "ephemeralContainers": [{"name": "debugger", "image": "busybox:1"}],
+            "volumes": [{"name": "models", "image": {"reference": "quay.io/m/m:1"}}, {"name": "tmp", "emptyDir": {}}],
+        },
+    }
+    (found,) = workloads(pod)
+    assert image_keys(template) == {"app"}
+    beyond = found.beyond(image_keys(template))
+    assert beyond is not None
+    assert [slot.key for slot in beyond.image_slots()] == ["istio-init", "istio-proxy", "debugger", "volumes/models"]
+    assert [slot.index for slot in beyond.image_slots()] == [0, 1, 0, 0]  # still where they sit in the spec
+    assert found.beyond(image_keys(found)) is None
+
+
+def test_uids_of_an_object_and_its_controller() -> None:
+    document = {
+        "metadata": {
+            "uid": "u-pod",
+            "ownerReferences": [
+                {"kind": "Node", "uid": "u-node"},
+                {"kind": "ReplicaSet", "uid": "u-rs", "controller": True},
+            ],
+        }
+    }
+    assert (uid_of(document), controller_uid(document)) == ("u-pod", "u-rs")
+    assert (uid_of({}), controller_uid({"metadata": {"ownerReferences": [{"controller": True}]}})) == (None, None)

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from typing import IO, TYPE_CHECKING, Final
 
-from webhook.audit import FIELDS, Report, format_table, occurrences
+from webhook.audit import CHART_EXCLUDED_NAMESPACES, FIELDS, Report, format_table, not_sent_reason, occurrences
 from webhook.cli._options import add_config_arguments, config_from_args
 from webhook.exceptions import WebhookError
 from webhook.manifests import manifest_files, open_manifests
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Iterator, Sequence
 
-    from webhook.audit import Occurrence
+    from webhook.audit import NotSent, Occurrence
     from webhook.workloads import Workload
 
 EXIT_FAILED_CHECK: Final = 1
@@ -54,9 +54,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="manifests to read (repeat for several); a directory is read for *.yaml, *.yml and *.json",
     )
     cluster = parser.add_argument_group("with --cluster")
-    cluster.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, then ~/.kube/config)")
+    cluster.add_argument(
+        "--kubeconfig",
+        help=(
+            "kubeconfig file, which must exist, as must KUBECONFIG's (default: KUBECONFIG, then ~/.kube/config, "
+            "then the pod's service account)"
+        ),
+    )
     cluster.add_argument("--context", help="kubeconfig context (default: the current one)")
     cluster.add_argument("-n", "--namespace", help="one namespace (default: all)")
+    cluster.add_argument(
+        "--exclude-namespace",
+        dest="excluded_namespaces",
+        action="append",
+        default=[],
+        metavar="NS",
+        help=(
+            "a namespace the webhook is never sent pods from (repeat for several): give the chart's release "
+            f"namespace and its webhook.excludedNamespaces; {' and '.join(sorted(CHART_EXCLUDED_NAMESPACES))} "
+            "always are. Their images, and mirror pods', are reported as namespace-excluded or mirror-pod"
+        ),
+    )
     parser.add_argument(
         "--output",
         choices=["table", "json", "csv"],
@@ -66,21 +84,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--fail-on",
         choices=["uncovered", "tier-disabled"],
-        help="exit 1 if any image is uncovered (pulls from outside AWS and the cache), or one a tier would cover",
+        help=(
+            "uncovered: exit 1 if any image is left on its upstream without a choice of yours (tier-disabled, "
+            "no-rule, upstream-unsupported, name-too-long, invalid-reference); exempt images never fail: on AWS "
+            "(eks-addon-registry, ecr-registry, public-ecr) or left out by a choice (pod-opted-out, digest-pinned, "
+            "namespace-excluded, mirror-pod). tier-disabled: exit 1 only for images a tier that is not enabled would "
+            "cover"
+        ),
     )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Decide every image of every pod spec, print the report, and apply ``--fail-on``."""
-    if not args.cluster and (args.context or args.namespace or args.kubeconfig):
-        raise WebhookError("--kubeconfig, --context and --namespace apply to --cluster only")
+    if not args.cluster and (args.context or args.namespace or args.kubeconfig or args.excluded_namespaces):
+        raise WebhookError("--kubeconfig, --context, --namespace and --exclude-namespace apply to --cluster only")
     rules = Rules(config_from_args(args))
     report = Report()
     with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, mode="w+", encoding="utf-8", newline="") as spool:
         write = _writer(args.output, spool)
-        for workload, source in _workloads(args):
-            pod = list(occurrences(workload, rules, source))
+        for workload, source, not_sent in _workloads(args):
+            pod = list(occurrences(workload, rules, source, not_sent=not_sent))
             report.add(pod)
             write(pod)
         if args.output == "table":
@@ -95,8 +119,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workloads(args: argparse.Namespace) -> Iterator[tuple[Workload, str | None]]:
-    """Pod specs with where they were read (``file:line``; ``None`` for the cluster)."""
+def _workloads(args: argparse.Namespace) -> Iterator[tuple[Workload, str | None, NotSent | None]]:
+    """Pod specs, where they were read (``file:line``; ``None`` for the cluster), and why the webhook is not sent them.
+
+    Only a cluster's pods are classified as not sent (excluded namespaces, mirror pods): files are reported as given.
+    """
     if args.cluster:
         try:
             from webhook.cluster import connect, read_cluster  # noqa: PLC0415 - the kubernetes client only when used
@@ -104,14 +131,16 @@ def _workloads(args: argparse.Namespace) -> Iterator[tuple[Workload, str | None]
             raise WebhookError(
                 "--cluster needs the kubernetes client: pip install 'ecr-ptc-webhook[cluster]'"
             ) from None
+        excluded = CHART_EXCLUDED_NAMESPACES | set(args.excluded_namespaces)
         client = connect(args.context, args.kubeconfig)
         with client:
-            yield from ((workload, None) for workload in read_cluster(client, args.namespace))
+            for workload in read_cluster(client, args.namespace):
+                yield workload, None, not_sent_reason(workload, excluded)
         return
     for file in manifest_files(args.files):
         for manifest in open_manifests(file):
             for workload in workloads(manifest.data, (), manifest.kind):
-                yield workload, manifest.location
+                yield workload, manifest.location, None
 
 
 def _writer(output: str, stream: IO[str]) -> Callable[[Sequence[Occurrence]], None]:

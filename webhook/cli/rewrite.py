@@ -7,6 +7,7 @@ when all of them succeeded is anything written, each file whole (temporary file,
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -47,9 +48,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     target.add_argument(
         "-o",
         "--output",
-        type=Path,
         metavar="OUT",
-        help="a file (one input), or a directory that mirrors the input tree (created if missing)",
+        help=(
+            "a file (one input), or a directory that mirrors the input tree (created if missing): an existing "
+            "directory, a name ending in /, or where several inputs go"
+        ),
     )
     target.add_argument("-i", "--in-place", action="store_true", help="rewrite the input files themselves")
     target.add_argument(
@@ -67,10 +70,13 @@ def run(args: argparse.Namespace) -> int:
     changed = [result for _, result in results if result.changed]
     if args.check:
         for result in changed:
-            sys.stdout.writelines(
-                f"{result.source}:{edit.line}: {edit.decision.image} -> {edit.decision.result}\n"
-                for edit in result.edits
-            )
+            for edit in result.edits:
+                change = f"{edit.decision.image} -> {edit.decision.result}"
+                sys.stdout.write(f"{result.source}:{edit.line}: {change}\n")
+                sys.stdout.writelines(
+                    f"{result.source}:{line}: {change} (follows the anchor on line {edit.line})\n"
+                    for line in edit.aliases
+                )
     elif targets is None:
         sys.stdout.write(results[0][1].text)
     else:
@@ -86,9 +92,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _targets(
-    files: list[ManifestFile], output: Path | None, *, in_place: bool, check: bool
+    files: list[ManifestFile], output_name: str | None, *, in_place: bool, check: bool
 ) -> dict[str, Path | None] | None:
-    """Input name -> the file to write (``None``: leave it); ``None`` altogether for stdout. Checked before reading."""
+    """Input name -> the file to write (``None``: leave it); ``None`` altogether for stdout. Checked before reading.
+
+    ``-o`` names a directory if it is one, if it ends in a path separator (``newdir/``), or for several inputs.
+    """
     if check:
         return {}
     if in_place:
@@ -96,11 +105,13 @@ def _targets(
             raise ManifestError("-i/--in-place cannot rewrite stdin; use -o FILE or stdout")
         return {file.name: file.path for file in files}
     single = len(files) == 1 and files[0].relative is None
-    if output is None:
+    if output_name is None:
         if not single:
             raise ManifestError(f"{len(files)} input files: pass -o DIR to mirror them, or -i to rewrite in place")
         return None
-    if single and not output.is_dir():
+    output = Path(output_name)
+    directory = output.is_dir() or output_name.endswith(tuple(filter(None, (os.sep, os.altsep))))
+    if single and not directory:
         return {files[0].name: output}
     targets: dict[str, Path | None] = {}
     seen: dict[Path, str] = {}
