@@ -3,13 +3,13 @@ with botocore's Stubber and moto), plus config builders shared by the provisione
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
 
 from webhook.provision.config import ProvisionConfig, parse_provision_config
-from webhook.provision.errors import AwsError, ConflictError, SecretError
+from webhook.provision.errors import AwsError, ConflictError, ProvisionError, SecretError
 from webhook.provision.provisioner import Credential, RuleValidation
 from webhook.provision.resources import CacheRule, CreationTemplate, ObservedState, RegistryPolicy
 
@@ -64,8 +64,11 @@ class FakeEcr:
     rules: dict[str, CacheRule] = field(default_factory=dict)
     templates: dict[str, CreationTemplate] = field(default_factory=dict)
     policy: str | None = None
+    policy_scope: str = "V2"
     credentials: dict[str, Credential] = field(default_factory=dict)
     invalid_rules: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, ProvisionError] = field(default_factory=dict)
+    """Raise this error from the named read (``observe``, ``validate_rule``, ``registry_policy_scope``)."""
     fail_at_mutation: int | None = None
     """Raise on the n-th (0-based) mutating call, once: a partial failure mid-apply."""
     mutations: list[str] = field(default_factory=list)
@@ -83,12 +86,21 @@ class FakeEcr:
     def caller_account(self) -> str:
         return self.account
 
+    def _read(self, call: str) -> None:
+        if call in self.errors:
+            raise self.errors[call]
+
     def observe(self) -> ObservedState:
+        self._read("observe")
         return ObservedState(
             rules=tuple(self.rules.values()),
             templates=tuple(self.templates.values()),
             policy=RegistryPolicy(self.policy),
         )
+
+    def registry_policy_scope(self) -> str:
+        self._read("registry_policy_scope")
+        return self.policy_scope
 
     def credential(self, name: str) -> Credential:
         if name not in self.credentials:
@@ -96,6 +108,7 @@ class FakeEcr:
         return self.credentials[name]
 
     def validate_rule(self, prefix: str) -> RuleValidation:
+        self._read("validate_rule")
         failure = self.invalid_rules.get(prefix)
         return RuleValidation(prefix, valid=failure is None, failure=failure or "")
 
@@ -107,10 +120,7 @@ class FakeEcr:
 
     def update_rule(self, rule: CacheRule) -> None:
         self._mutate(f"update_rule {rule.prefix}")
-        current = self.rules[rule.prefix]
-        self.rules[rule.prefix] = CacheRule(
-            current.prefix, current.upstream_registry, current.upstream_registry_url, rule.credential_arn
-        )
+        self.rules[rule.prefix] = replace(self.rules[rule.prefix], credential_arn=rule.credential_arn)
 
     def delete_rule(self, rule: CacheRule) -> None:
         self._mutate(f"delete_rule {rule.prefix}")
@@ -124,7 +134,10 @@ class FakeEcr:
 
     def update_template(self, template: CreationTemplate) -> None:
         self._mutate(f"update_template {template.prefix}")
-        self.templates[template.prefix] = template
+        current = self.templates[template.prefix]
+        # Like ECR: what an update does not send (tags when the config has none) stays as it was.
+        tags = current.resource_tags if template.resource_tags is None else template.resource_tags
+        self.templates[template.prefix] = replace(template, resource_tags=tags)
 
     def delete_template(self, template: CreationTemplate) -> None:
         self._mutate(f"delete_template {template.prefix}")

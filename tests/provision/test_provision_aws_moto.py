@@ -104,7 +104,7 @@ def test_destroy_puts_back_exactly_the_foreign_statements(backend: AwsBackend) -
     seeded = json.dumps({"Version": "2012-10-17", "Statement": [REPLICATION, *desired.policy_statements]})
     ecr_backends[ACCOUNT][REGION].registry_policy = seeded  # see the module docstring: moto's V1-only validation
 
-    (action,) = plan_destroy(desired, ObservedState(policy=backend._policy())).actions
+    (action,) = plan_destroy(ObservedState(policy=backend._policy())).actions
     assert action.kind == "update"
     backend.put_policy(action.resource.text or "")  # type: ignore[union-attr]
     assert json.loads(backend._policy().text or "")["Statement"] == [REPLICATION]
@@ -116,7 +116,7 @@ def test_destroy_deletes_a_policy_that_held_only_ours(backend: AwsBackend) -> No
     ecr_backends[ACCOUNT][REGION].registry_policy = json.dumps(
         {"Version": "2012-10-17", "Statement": list(desired.policy_statements)}
     )
-    (action,) = plan_destroy(desired, ObservedState(policy=backend._policy())).actions
+    (action,) = plan_destroy(ObservedState(policy=backend._policy())).actions
     assert action.kind == "delete"
     backend.delete_policy()
     assert backend._policy().text is None

@@ -3,8 +3,10 @@ STS service models (an unknown parameter or a wrong shape fails), and error code
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
@@ -19,7 +21,7 @@ from webhook.provision.policy import merge_policy, registry_statements
 from webhook.provision.resources import CacheRule, CreationTemplate, Location
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from mypy_boto3_ecr import ECRClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
@@ -162,7 +164,7 @@ def test_update_and_delete_rule(stubs: Stubs) -> None:
 @pytest.mark.parametrize(
     ("code", "error", "message"),
     [
-        ("LimitExceededException", QuotaError, "quota of pull-through cache rules (50 by default)"),
+        ("LimitExceededException", QuotaError, "quota of pull-through cache rules (50 per registry, not adjustable)"),
         ("UnableToDecryptSecretValueException", SecretError, "cannot use customer-managed KMS keys"),
         ("SecretNotFoundException", SecretError, f"ECR cannot find secret {DOCKER_ARN}"),
         ("UnableToAccessSecretException", SecretError, "check the secret's resource policy"),
@@ -201,7 +203,8 @@ def test_templates_create_update_delete(stubs: Stubs) -> None:
         {},
         {**base, "resourceTags": [{"Key": "team", "Value": "platform"}], "customRoleArn": tagged.custom_role_arn},
     )
-    # An update sends the whole tag list, so tags dropped from the config leave the template.
+    # Without `tags` in the config an update leaves the template's tags alone; with `tags: {}` it clears them.
+    stubs.ecr_stub.add_response("update_repository_creation_template", {}, base)
     stubs.ecr_stub.add_response("update_repository_creation_template", {}, {**base, "resourceTags": []})
     stubs.ecr_stub.add_client_error(
         "delete_repository_creation_template", "TemplateNotFoundException", "gone", 400, {"prefix": "quay"}
@@ -209,6 +212,7 @@ def test_templates_create_update_delete(stubs: Stubs) -> None:
     stubs.backend.create_template(TEMPLATE)
     stubs.backend.create_template(tagged)
     stubs.backend.update_template(TEMPLATE)
+    stubs.backend.update_template(replace(TEMPLATE, resource_tags=()))
     stubs.backend.delete_template(TEMPLATE)
 
 
@@ -265,6 +269,9 @@ def test_full_apply_through_the_real_adapter(stubs: Stubs) -> None:
     stubs.sts_stub.add_response(
         "get_caller_identity", {"Account": ACCOUNT, "Arn": f"arn:aws:iam::{ACCOUNT}:user/ci", "UserId": "AIDAEXAMPLE"}
     )
+    stubs.ecr_stub.add_response(
+        "get_account_setting", {"name": "REGISTRY_POLICY_SCOPE", "value": "V2"}, {"name": "REGISTRY_POLICY_SCOPE"}
+    )
     stubs.ecr_stub.add_response("describe_pull_through_cache_rules", {"pullThroughCacheRules": []}, {})
     stubs.ecr_stub.add_response("describe_repository_creation_templates", {"repositoryCreationTemplates": []}, {})
     stubs.ecr_stub.add_client_error("get_registry_policy", "RegistryPolicyNotFoundException", "none", 400)
@@ -318,3 +325,217 @@ def test_missing_credentials_and_transport_errors_are_one_line() -> None:
         raise NoCredentialsError
     with pytest.raises(ProvisionError, match="Could not connect"), _calling("ecr:DescribePullThroughCacheRules"):
         raise EndpointConnectionError(endpoint_url="http://ecr.internal:5000")
+
+
+def caller_identity(stubs: Stubs) -> None:
+    stubs.sts_stub.add_response(
+        "get_caller_identity", {"Account": ACCOUNT, "Arn": f"arn:aws:iam::{ACCOUNT}:user/ci", "UserId": "AIDAEXAMPLE"}
+    )
+
+
+def docker_hub_secret(stubs: Stubs) -> None:
+    stubs.secrets_stub.add_response(
+        "describe_secret", {"ARN": DOCKER_ARN, "Name": DOCKER_CREDENTIAL}, {"SecretId": DOCKER_CREDENTIAL}
+    )
+    stubs.secrets_stub.add_response(
+        "get_secret_value",
+        {"ARN": DOCKER_ARN, "SecretString": '{"username": "bot", "accessToken": "x"}'},
+        {"SecretId": DOCKER_ARN},
+    )
+
+
+def policy_scope(stubs: Stubs, value: str) -> None:
+    stubs.ecr_stub.add_response(
+        "get_account_setting", {"name": "REGISTRY_POLICY_SCOPE", "value": value}, {"name": "REGISTRY_POLICY_SCOPE"}
+    )
+
+
+def test_registry_policy_scope_comes_from_get_account_setting(stubs: Stubs) -> None:
+    policy_scope(stubs, "V1")
+    assert stubs.backend.registry_policy_scope() == "V1"
+
+
+def test_v1_policy_scope_stops_plan_before_the_registry_is_read(stubs: Stubs) -> None:
+    caller_identity(stubs)
+    policy_scope(stubs, "V1")
+    config = make_config(tiers=("quay",), provision={"principals": {"organizationId": "o-a1b2c3d4e5"}})
+    with pytest.raises(ConflictError, match=r"aws ecr put-account-setting --name REGISTRY_POLICY_SCOPE --value V2"):
+        Provisioner(stubs.backend, config).plan()
+
+
+def test_observe_keeps_what_ecr_says_about_the_upstream(stubs: Stubs) -> None:
+    stubs.ecr_stub.add_response(
+        "describe_pull_through_cache_rules",
+        {
+            "pullThroughCacheRules": [
+                {"ecrRepositoryPrefix": "quay", "upstreamRegistryUrl": "quay.io", "upstreamRepositoryPrefix": "ROOT"},
+                {
+                    "ecrRepositoryPrefix": "k8s",
+                    "upstreamRegistryUrl": "registry.k8s.io",
+                    "upstreamRegistry": "k8s",
+                    "upstreamRepositoryPrefix": "kube-proxy",
+                },
+            ]
+        },
+    )
+    stubs.ecr_stub.add_response("describe_repository_creation_templates", {"repositoryCreationTemplates": []})
+    stubs.ecr_stub.add_client_error("get_registry_policy", "RegistryPolicyNotFoundException", "none", 400)
+    assert stubs.backend.observe().rules == (
+        CacheRule("quay", None, "quay.io", None, "ROOT"),
+        CacheRule("k8s", "k8s", "registry.k8s.io", None, "kube-proxy"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("operation", "call", "error", "message"),
+    [
+        (
+            "create_repository_creation_template",
+            lambda backend: backend.create_template(TEMPLATE),
+            QuotaError,
+            "quota of repository creation templates",
+        ),
+        (
+            "update_repository_creation_template",
+            lambda backend: backend.update_template(TEMPLATE),
+            AwsError,
+            "UpdateRepositoryCreationTemplate failed: LimitExceeded",
+        ),
+        (
+            "put_registry_policy",
+            lambda backend: backend.put_policy("{}"),
+            AwsError,
+            "ecr:PutRegistryPolicy failed: LimitExceededException",
+        ),
+    ],
+)
+def test_limit_exceeded_means_the_quota_of_the_operation(
+    stubs: Stubs, operation: str, call: Callable[[AwsBackend], None], error: type[Exception], message: str
+) -> None:
+    stubs.ecr_stub.add_client_error(operation, "LimitExceededException", "too many", 400)
+    with pytest.raises(error) as raised:
+        call(stubs.backend)
+    assert message in str(raised.value)
+    assert "pull-through cache rules" not in str(raised.value)
+
+
+def test_secrets_manager_errors_stay_secret_errors(stubs: Stubs) -> None:
+    stubs.secrets_stub.add_response("describe_secret", {"ARN": DOCKER_ARN, "Name": DOCKER_CREDENTIAL})
+    stubs.secrets_stub.add_client_error("get_secret_value", "LimitExceededException", "slow down", 400)
+    with pytest.raises(SecretError) as raised:
+        stubs.backend.credential(DOCKER_CREDENTIAL)
+    assert str(raised.value).startswith(f"secret {DOCKER_CREDENTIAL}: secretsmanager:GetSecretValue failed: ")
+    assert "quota" not in str(raised.value)
+
+
+def verify_stubs(stubs: Stubs) -> None:
+    """What verify reads for a docker-hub tier that matches the config."""
+    caller_identity(stubs)
+    rule = {
+        "ecrRepositoryPrefix": "docker-hub",
+        "upstreamRegistryUrl": "registry-1.docker.io",
+        "upstreamRegistry": "docker-hub",
+        "credentialArn": DOCKER_ARN,
+    }
+    stubs.ecr_stub.add_response("describe_pull_through_cache_rules", {"pullThroughCacheRules": [rule]})
+    template = {
+        "prefix": "docker-hub",
+        "description": f"{MANAGED_BY}: pull-through cache of registry-1.docker.io",
+        "appliedFor": ["PULL_THROUGH_CACHE"],
+        "imageTagMutability": "MUTABLE",
+        "lifecyclePolicy": lifecycle_policy(30),
+    }
+    stubs.ecr_stub.add_response("describe_repository_creation_templates", {"repositoryCreationTemplates": [template]})
+    stubs.ecr_stub.add_client_error("get_registry_policy", "RegistryPolicyNotFoundException", "none", 400)
+    docker_hub_secret(stubs)
+
+
+def test_verify_reports_access_denied_on_validation_as_a_failed_check(stubs: Stubs) -> None:
+    verify_stubs(stubs)
+    stubs.ecr_stub.add_client_error(
+        "validate_pull_through_cache_rule", "AccessDeniedException", "not authorized to perform", 400
+    )
+    verification = Provisioner(stubs.backend, make_config(tiers=("docker-hub",))).verify()
+    failed = [(check.subject, check.detail) for check in verification.checks if not check.ok]
+    assert failed == [
+        (
+            "ValidatePullThroughCacheRule docker-hub",
+            "ecr:ValidatePullThroughCacheRule failed: AccessDeniedException: not authorized to perform",
+        )
+    ]
+
+
+def test_verify_turns_ecr_decrypt_failures_into_the_aws_managed_key_advice(stubs: Stubs) -> None:
+    verify_stubs(stubs)
+    stubs.ecr_stub.add_response(
+        "validate_pull_through_cache_rule",
+        {"ecrRepositoryPrefix": "docker-hub", "isValid": False, "failure": "UnableToDecryptSecretValue: KMS key"},
+    )
+    verification = Provisioner(stubs.backend, make_config(tiers=("docker-hub",))).verify()
+    (failed,) = [check for check in verification.checks if not check.ok]
+    assert failed.detail.endswith("re-create the secret encrypted with the AWS managed key aws/secretsmanager")
+
+
+def test_apply_then_what_ecr_describes_back_plans_all_no_op(stubs: Stubs) -> None:
+    """Round trip: what apply sent, described back the way ECR answers (extra fields, reformatted JSON), is no-op."""
+    config = make_config(
+        tiers=("quay", "docker-hub"),
+        prefixes={"docker-hub": "dockerhub"},
+        provision={
+            "lifecycleDays": 14,
+            "principals": {"accounts": ["111122223333"], "organizationId": "o-a1b2c3d4e5"},
+            "tags": {"team": "platform", "cost": "42"},
+            "repositoryRoleArn": f"arn:aws:iam::{ACCOUNT}:role/ecr-repository-creation",
+        },
+    )
+    sent: list[tuple[str, dict[str, Any]]] = []
+    stubs.ecr.meta.events.register(
+        "before-parameter-build.ecr.*",
+        lambda params, model, **_: sent.append((model.name, dict(params))),
+    )
+    caller_identity(stubs)
+    docker_hub_secret(stubs)
+    policy_scope(stubs, "V2")
+    stubs.ecr_stub.add_response("describe_pull_through_cache_rules", {"pullThroughCacheRules": []})
+    stubs.ecr_stub.add_response("describe_repository_creation_templates", {"repositoryCreationTemplates": []})
+    stubs.ecr_stub.add_client_error("get_registry_policy", "RegistryPolicyNotFoundException", "none", 400)
+    for operation in ["create_repository_creation_template"] * 2 + ["create_pull_through_cache_rule"] * 2:
+        stubs.ecr_stub.add_response(operation, {})
+    stubs.ecr_stub.add_response("put_registry_policy", {})
+    assert len(Provisioner(stubs.backend, config).apply().changes) == 5
+    stubs.ecr_stub.assert_no_pending_responses()
+
+    sent_by = {name: [params for operation, params in sent if operation == name] for name, _ in sent}
+    when = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    rules = [
+        {**params, "createdAt": when, "updatedAt": when, "registryId": ACCOUNT, "upstreamRepositoryPrefix": "ROOT"}
+        for params in sent_by["CreatePullThroughCacheRule"]
+    ]
+    templates = [
+        {
+            **params,
+            "lifecyclePolicy": json.dumps(json.loads(params["lifecyclePolicy"]), indent=4, sort_keys=True),
+            "resourceTags": list(reversed(params["resourceTags"])),
+            "encryptionConfiguration": {"encryptionType": "AES256"},
+            "createdAt": when,
+            "updatedAt": when,
+        }
+        for params in sent_by["CreateRepositoryCreationTemplate"]
+    ]
+    (put,) = sent_by["PutRegistryPolicy"]
+    document = json.loads(put["policyText"])
+    for statement in document["Statement"]:
+        statement["Action"] = list(reversed(statement["Action"]))
+        statement["Resource"] = list(reversed(statement["Resource"]))
+    described_policy = json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+    caller_identity(stubs)
+    docker_hub_secret(stubs)
+    policy_scope(stubs, "V2")
+    stubs.ecr_stub.add_response("describe_pull_through_cache_rules", {"pullThroughCacheRules": rules})
+    stubs.ecr_stub.add_response(
+        "describe_repository_creation_templates", {"registryId": ACCOUNT, "repositoryCreationTemplates": templates}
+    )
+    stubs.ecr_stub.add_response("get_registry_policy", {"registryId": ACCOUNT, "policyText": described_policy})
+    plan = Provisioner(stubs.backend, config).plan()
+    assert [action.kind for action in plan.actions] == ["no-op"] * 5

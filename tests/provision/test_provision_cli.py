@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from provision.provision_fakes import REGISTRY, FakeEcr, aws_sandbox
 
 from webhook.cli import main
 from webhook.provision.aws import AwsBackend
+from webhook.provision.resources import CreationTemplate
 
 CONFIG = {
     "registry": REGISTRY,
@@ -42,17 +46,102 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_values_match_the_chart(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "values", "--config", str(config_file))
+CHART = Path(__file__).parents[2] / "charts" / "ecr-ptc-webhook"
+
+
+def configmap_keys() -> set[str]:
+    """The top-level keys of the config.yaml that templates/configmap.yaml renders from the values."""
+    template = (CHART / "templates" / "configmap.yaml").read_text(encoding="utf-8")
+    block = template.split("config.yaml: |", 1)[1]
+    return set(re.findall(r"^    ([A-Za-z]+):", block, flags=re.MULTILINE))
+
+
+def validate_against_chart_schema(values: dict[str, Any]) -> None:
+    """values.schema.json, as `helm install` checks it."""
+    jsonschema.validate(values, json.loads((CHART / "values.schema.json").read_text(encoding="utf-8")))
+
+
+def test_values_carry_every_webhook_key_the_chart_renders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.yaml"
+    webhook = {"dryRun": True, "digests": "skip", "rules": "discover", "rulesRefreshSeconds": 60, "verify": True}
+    path.write_text(yaml.safe_dump({**CONFIG, **webhook, "verifyBudgetSeconds": 0.25}), encoding="utf-8")
+    code, out, _ = run(capsys, "values", "--config", str(path))
     assert code == 0
-    assert yaml.safe_load(out) == {
+    values = yaml.safe_load(out)
+    assert values == {
         "registry": REGISTRY,
         "tiers": ["quay", "docker-hub"],
         "prefixes": {"quay": "quay", "docker-hub": "dockerhub"},
+        **webhook,
+        "verifyBudgetSeconds": 0.25,
     }
-    chart = Path(__file__).parents[2] / "charts" / "ecr-ptc-webhook" / "values.yaml"
-    if chart.exists():
-        assert set(yaml.safe_load(out)) <= set(yaml.safe_load(chart.read_text(encoding="utf-8")))
+    assert set(values) == configmap_keys()
+    validate_against_chart_schema(values)
+
+
+def test_values_default_keys_validate_against_the_chart_schema(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    values = yaml.safe_load(run(capsys, "values", "--config", str(config_file))[1])
+    assert set(values) == configmap_keys()
+    validate_against_chart_schema(values)
+    assert (values["dryRun"], values["rules"], values["verify"]) == (False, "static", False)
+
+
+def test_webhook_policy_follows_discover_and_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, "rules": "discover", "verify": True}), encoding="utf-8")
+    code, out, _ = run(capsys, "webhook-policy", "--config", str(path))
+    assert code == 0
+    statements = {statement["Sid"]: statement for statement in json.loads(out)["Statement"]}
+    assert statements["EcrPtcWebhookDiscoverRules"]["Action"] == "ecr:DescribePullThroughCacheRules"
+    assert statements["EcrPtcWebhookLogin"]["Action"] == "ecr:GetAuthorizationToken"
+    assert statements["EcrPtcWebhookVerify"]["Action"] == [
+        "ecr:BatchGetImage",
+        "ecr:BatchImportUpstreamImage",
+        "ecr:CreateRepository",
+    ]
+    assert statements["EcrPtcWebhookVerify"]["Resource"] == [
+        "arn:aws:ecr:eu-west-1:123456789012:repository/quay/*",
+        "arn:aws:ecr:eu-west-1:123456789012:repository/dockerhub/*",
+    ]
+    path.write_text(yaml.safe_dump({**CONFIG, "rules": "discover"}), encoding="utf-8")
+    code, out, _ = run(capsys, "webhook-policy", "--config", str(path))
+    assert [statement["Sid"] for statement in json.loads(out)["Statement"]] == ["EcrPtcWebhookDiscoverRules"]
+
+
+def test_webhook_policy_is_empty_for_a_static_unverified_webhook(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "webhook-policy", "--config", str(config_file))
+    assert (code, out) == (0, "")
+    assert "needs no IAM policy" in err
+
+
+@pytest.mark.usefixtures("fake")
+def test_plan_prints_the_webhook_policy_when_it_calls_aws(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, "verify": True}), encoding="utf-8")
+    out = run(capsys, "plan", "--config", str(path))[1]
+    assert "The webhook's ServiceAccount role needs this identity policy (also: `provision webhook-policy`):" in out
+
+
+def test_apply_adopt_flag_takes_over_a_hand_made_template(
+    config_file: Path, fake: FakeEcr, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.templates["quay"] = CreationTemplate("quay", "hand-made", ("PULL_THROUGH_CACHE",), "MUTABLE", None)
+    code, _, err = run(capsys, "apply", "--config", str(config_file))
+    assert code == 2
+    assert "re-run with --adopt" in err
+    code, out, _ = run(capsys, "plan", "--config", str(config_file), "--adopt")
+    assert code == 0
+    assert "~ update repository creation template quay/" in out.splitlines()
+    code, out, _ = run(capsys, "apply", "--config", str(config_file), "--adopt")
+    assert code == 0
+    assert fake.templates["quay"].description.startswith("Managed by ecr-ptc-webhook (adopted: template): ")
+    code, out, _ = run(capsys, "destroy", "--config", str(config_file), "--yes")
+    assert "quay" in fake.templates
+    assert "! left in place: repository creation template quay/ existed before ecr-ptc-webhook adopted it" in out
 
 
 def test_node_policy_is_offline_json(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:

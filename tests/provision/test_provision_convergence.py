@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from provision.provision_fakes import ACCOUNT, FakeEcr, make_config, secret_arn
 
-from webhook.provision import ApplyError, LocationError, Provisioner, SecretError
+from webhook.provision import ApplyError, AwsError, ConflictError, LocationError, Provisioner, SecretError
 from webhook.provision.desired import lifecycle_policy
 from webhook.provision.provisioner import Credential
 from webhook.provision.resources import CacheRule
@@ -170,3 +170,64 @@ def test_removing_the_only_principals_deletes_our_only_statements() -> None:
     plan = Provisioner(fake, make_config()).apply()
     assert [action.describe() for action in plan.changes] == ["- delete registry permissions policy"]
     assert fake.policy is None
+
+
+def test_verify_reports_aws_errors_of_a_check_instead_of_aborting() -> None:
+    fake = FakeEcr().with_secret()
+    provisioner = Provisioner(fake, make_config())
+    provisioner.apply()
+    denied = AwsError("ecr:ValidatePullThroughCacheRule", "AccessDeniedException", "not authorized")
+    fake.errors["validate_rule"] = denied
+    verification = provisioner.verify()
+    failed = {check.subject: check.detail for check in verification.checks if not check.ok}
+    assert failed == {"ValidatePullThroughCacheRule docker-hub": str(denied)}
+    assert len(verification.checks) > 1  # the other checks still ran and were reported
+
+
+def test_verify_reports_an_unreadable_registry_as_one_failed_check() -> None:
+    fake = FakeEcr().with_secret()
+    fake.errors["observe"] = AwsError("ecr:DescribePullThroughCacheRules", "AccessDeniedException", "no")
+    (check,) = Provisioner(fake, make_config()).verify().checks
+    assert (check.subject, check.ok) == ("registry 123456789012.dkr.ecr.eu-west-1.amazonaws.com", False)
+    assert "AccessDeniedException" in check.detail
+
+
+def test_verify_gives_the_aws_managed_key_advice_when_ecr_cannot_decrypt() -> None:
+    fake = FakeEcr().with_secret()
+    provisioner = Provisioner(fake, make_config())
+    provisioner.apply()
+    fake.invalid_rules["docker-hub"] = "Unable to decrypt the secret value using the KMS key"
+    (failed,) = [check for check in provisioner.verify().checks if not check.ok]
+    assert failed.detail == (
+        "Unable to decrypt the secret value using the KMS key; the pull-through cache cannot decrypt secrets under a "
+        "customer-managed KMS key: re-create the secret encrypted with the AWS managed key aws/secretsmanager"
+    )
+
+
+def test_verify_checks_the_registry_policy_scope_when_principals_are_set() -> None:
+    fake = FakeEcr().with_secret()
+    config = make_config(provision=PRINCIPALS)
+    Provisioner(fake, config).apply()
+    fake.policy_scope = "V1"
+    failed = [check for check in Provisioner(fake, config).verify().checks if not check.ok]
+    assert [check.subject for check in failed] == ["registry policy scope"]
+    assert "put-account-setting --name REGISTRY_POLICY_SCOPE --value V2" in failed[0].detail
+    fake.errors["registry_policy_scope"] = AwsError("ecr:GetAccountSetting", "AccessDeniedException", "no")
+    failed = [check for check in Provisioner(fake, config).verify().checks if not check.ok]
+    assert failed[0].detail == "ecr:GetAccountSetting failed: AccessDeniedException: no"
+
+
+def test_adopt_takes_over_a_hand_made_rule_and_destroy_gives_it_back() -> None:
+    fake = FakeEcr().with_secret()
+    hand_made = CacheRule("quay", "quay", "quay.io")
+    fake.rules["quay"] = hand_made
+    config = make_config()
+    with pytest.raises(ConflictError, match="re-run with --adopt"):
+        Provisioner(fake, config).apply()
+    assert fake.mutations == []
+    Provisioner(fake, config).apply(adopt=True)
+    assert Provisioner(fake, config).plan().changes == ()
+    destroyed = Provisioner(fake, config).destroy()
+    assert fake.rules == {"quay": hand_made}
+    assert fake.templates == {}
+    assert destroyed.warnings[0].startswith("left in place: pull-through cache rule quay (quay.io -> quay/)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -258,12 +259,94 @@ def test_lifecycle_compared_by_meaning_not_bytes() -> None:
     assert action.changes[0].startswith('lifecyclePolicy: {"rules":[]} -> expire images 30 days')
 
 
-def test_foreign_template_on_our_prefix_is_adopted_visibly() -> None:
+def test_foreign_template_on_our_prefix_is_a_conflict_without_adopt() -> None:
     desired = desired_for(tiers=("quay",))
     foreign = CreationTemplate("quay", "hand-made", ("PULL_THROUGH_CACHE",), "IMMUTABLE", None)
-    (action,) = plan_apply(desired, ObservedState(desired.rules, (foreign,))).changes
-    assert any("(adopts the template)" in change for change in action.changes)
-    assert "imageTagMutability: IMMUTABLE -> MUTABLE" in action.changes
+    with pytest.raises(ConflictError) as error:
+        plan_apply(desired, ObservedState((), (foreign,)))
+    assert str(error.value) == (
+        "prefix 'quay': the repository creation template quay/ (description 'hand-made') was not created by "
+        "ecr-ptc-webhook; re-run with --adopt to manage it as the config says (destroy and pruning then leave it in "
+        "place), or delete it, or choose another prefix in the config's `prefixes`"
+    )
+
+
+def test_adopted_template_is_marked_and_kept_by_destroy_and_pruning() -> None:
+    desired = desired_for(tiers=("quay",))
+    foreign = CreationTemplate("quay", "hand-made", ("PULL_THROUGH_CACHE",), "IMMUTABLE", None, (("cost", "x"),))
+    template_action, rule_action = plan_apply(desired, ObservedState((), (foreign,)), adopt=True).changes
+    adopted_template = template_action.resource
+    assert isinstance(adopted_template, CreationTemplate)
+    assert (
+        adopted_template.description == "Managed by ecr-ptc-webhook (adopted: template): pull-through cache of quay.io"
+    )
+    assert any("(adopts the template)" in change for change in template_action.changes)
+    assert "imageTagMutability: IMMUTABLE -> MUTABLE" in template_action.changes
+    assert rule_action.describe() == "+ create pull-through cache rule quay (quay.io -> quay/)"
+    after = ObservedState(desired.rules, (replace(adopted_template, resource_tags=foreign.resource_tags),))
+    # The mark keeps it ours: no --adopt needed again, and the next plan changes nothing.
+    assert plan_apply(desired, after).changes == ()
+    destroy = plan_destroy(after)
+    assert [action.describe() for action in destroy.actions] == [
+        "- delete pull-through cache rule quay (quay.io -> quay/)"
+    ]
+    (warning,) = destroy.warnings
+    assert warning == (
+        "left in place: repository creation template quay/ existed before ecr-ptc-webhook adopted it (--adopt); "
+        "delete it by hand if nothing uses it"
+    )
+    pruned = plan_apply(desired_for(tiers=("k8s",)), after)
+    assert "- delete repository creation template quay/" not in [action.describe() for action in pruned.changes]
+
+
+def test_foreign_rule_on_our_prefix_is_a_conflict_and_adopting_it_is_recorded() -> None:
+    desired = desired_for(tiers=("quay",))
+    hand_made = CacheRule("quay", "quay", "quay.io")
+    with pytest.raises(ConflictError, match=r"the pull-through cache rule quay \(quay.io -> quay/\) was not created"):
+        plan_apply(desired, ObservedState((hand_made,)))
+    (template_action,) = plan_apply(desired, ObservedState((hand_made,)), adopt=True).changes
+    assert template_action.kind == "create"
+    record = template_action.resource
+    assert isinstance(record, CreationTemplate)
+    assert record.description.startswith("Managed by ecr-ptc-webhook (adopted: rule): ")
+    destroy = plan_destroy(ObservedState((hand_made,), (record,)))
+    assert [action.describe() for action in destroy.actions] == ["- delete repository creation template quay/"]
+    assert destroy.warnings[0].startswith("left in place: pull-through cache rule quay (quay.io -> quay/) existed")
+
+
+def test_destroy_deletes_no_rule_without_our_template_even_if_the_config_names_it() -> None:
+    desired = desired_for(tiers=("quay",))
+    assert plan_destroy(ObservedState(desired.rules)).actions == ()
+
+
+def test_adopting_never_deletes_a_foreign_resource() -> None:
+    desired = desired_for(tiers=("quay",))
+    with_credential = CacheRule("quay", "quay", "quay.io", secret_arn("ecr-pullthroughcache/quay"))
+    with pytest.raises(
+        ConflictError, match="was not created by ecr-ptc-webhook and ECR cannot change its credentialArn"
+    ):
+        plan_apply(desired, ObservedState((with_credential,)), adopt=True)
+    role = "arn:aws:iam::123456789012:role/theirs"
+    with_role = CreationTemplate("quay", "theirs", ("PULL_THROUGH_CACHE",), "MUTABLE", None, custom_role_arn=role)
+    with pytest.raises(ConflictError, match=f"has customRoleArn {role}, which the config does not set"):
+        plan_apply(desired, ObservedState((), (with_role,)), adopt=True)
+
+
+def test_conflicts_of_every_prefix_are_reported_together() -> None:
+    desired = desired_for(tiers=("quay", "k8s"))
+    observed = ObservedState((CacheRule("quay", "quay", "quay.io"), CacheRule("k8s", "k8s", "registry.k8s.io")))
+    with pytest.raises(ConflictError, match=r"prefix 'quay': .*; prefix 'k8s': "):
+        plan_apply(desired, observed)
+
+
+def test_template_tags_are_left_alone_unless_the_config_sets_them() -> None:
+    role = "arn:aws:iam::123456789012:role/ecr-create"
+    untagged = desired_for(tiers=("quay",), provision={"repositoryRoleArn": role})
+    tagged_by_someone = replace(untagged.templates[0], resource_tags=(("cost-center", "42"),))
+    assert plan_apply(untagged, ObservedState(untagged.rules, (tagged_by_someone,))).changes == ()
+    cleared = desired_for(tiers=("quay",), provision={"repositoryRoleArn": role, "tags": {}})
+    (action,) = plan_apply(cleared, ObservedState(cleared.rules, (tagged_by_someone,))).changes
+    assert action.changes == ("resourceTags: {'cost-center': '42'} -> {}",)
 
 
 def test_prefix_taken_by_another_upstream_is_a_conflict() -> None:
@@ -293,7 +376,7 @@ def test_destroy_removes_only_what_we_own() -> None:
     observed = ObservedState(
         (*desired.rules, foreign_rule), (*desired.templates, foreign_template), RegistryPolicy(policy)
     )
-    plan = plan_destroy(desired, observed)
+    plan = plan_destroy(observed)
     assert [action.describe() for action in plan.actions] == [
         "- delete pull-through cache rule quay (quay.io -> quay/)",
         "- delete repository creation template quay/",
@@ -305,17 +388,18 @@ def test_destroy_removes_only_what_we_own() -> None:
 def test_quota_warning_beyond_50_rules() -> None:
     taken = tuple(CacheRule(f"other{n}", "quay", "quay.io") for n in range(49))
     plan = plan_apply(desired_for(), ObservedState(taken))
-    assert any("quota is 50" in warning for warning in plan.warnings)
+    assert any("would hold 52 pull-through cache rules" in warning for warning in plan.warnings)
 
 
-# --- property: any starting state converges in one apply, and others' things survive --------------------------
+# --- property: any starting state converges in one apply, and destroy removes exactly what apply created ------------
 
 TIER_NAMES = [tier.name for tier in TIERS]
+ANONYMOUS = {tier.name for tier in TIERS if not tier.needs_credentials}
 rule_state = st.sampled_from(["absent", "correct", "other-secret", "partial-arn"])
 template_state = st.sampled_from(["absent", "ours", "ours-drifted", "foreign"])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     scenario=st.fixed_dictionaries(
         {
@@ -371,21 +455,37 @@ def test_one_apply_converges_from_any_state(scenario: dict[str, Any]) -> None:
     stale = [{"Sid": "EcrPtcWebhookOld", "Effect": "Allow", "Principal": "*", "Action": "ecr:*", "Resource": "*"}]
     statements = foreign[:1] + (stale if stale_ours else []) + foreign[1:]
     fake.policy = json.dumps({"Version": "2012-10-17", "Statement": statements}) if statements else None
-    foreign_templates = {prefix for prefix, template in fake.templates.items() if template.description == "theirs"}
+    ours_before = {
+        template.prefix
+        for name, template in zip(TIER_NAMES, everything.templates, strict=True)
+        if templates[name] in {"ours", "ours-drifted"}
+    }
+    foreign_rules = {prefix for prefix in fake.rules if prefix not in ours_before}
+    foreign_templates = {p for p, t in fake.templates.items() if t.description == "theirs"}
 
     provisioner = Provisioner(fake, config)
-    provisioner.apply()
+    # Adopting never deletes: a foreign rule holding a credential that an anonymous tier must drop is a conflict.
+    must_conflict = any(
+        name in ANONYMOUS and rules[name] == "other-secret" and config.webhook.prefix_for(name) not in ours_before
+        for name in tiers
+    )
+    if must_conflict:
+        with pytest.raises(ConflictError, match="was not created by ecr-ptc-webhook and ECR cannot change"):
+            provisioner.apply(adopt=True)
+        assert fake.mutations == []
+        return
+    provisioner.apply(adopt=True)
 
-    assert provisioner.plan().changes == ()
+    assert provisioner.plan().changes == ()  # converged, and no --adopt needed any more
     kept = [
         s for s in (parse_policy(fake.policy) or {"Statement": []})["Statement"] if str(s["Sid"]).startswith("Foreign")
     ]
     assert kept == foreign
-    wanted = {config.webhook.prefix_for(name) for name in tiers}
-    # Foreign templates outside the config are never touched; ones on our prefixes are adopted.
-    assert {p for p in foreign_templates if p not in wanted} <= {
-        p for p, t in fake.templates.items() if t.description == "theirs"
-    }
+    # destroy removes exactly what the tool created: what existed without our mark (adopted or not) stays.
+    provisioner.destroy()
+    assert set(fake.rules) == foreign_rules
+    assert set(fake.templates) == foreign_templates
+    assert provisioner.plan_destroy().changes == ()
 
 
 def test_rule_that_cannot_be_updated_in_place_is_replaced() -> None:
@@ -408,7 +508,7 @@ def test_dropping_the_repository_role_replaces_the_template() -> None:
         "- delete repository creation template quay/",
         "+ create repository creation template quay/",
     ]
-    assert "resourceTags: {'team': 'a'} -> {}" in actions[1].changes
+    assert "resourceTags: {'team': 'a'} -> (none)" in actions[1].changes
 
 
 def test_docs_config_example_is_valid() -> None:
@@ -416,3 +516,77 @@ def test_docs_config_example_is_valid() -> None:
     block = docs.split("```yaml\n", 1)[1].split("```", 1)[0]
     config = parse_provision_config(yaml.safe_load(block))
     assert config.settings.secrets == {"docker-hub": "ecr-pullthroughcache/docker-hub"}
+
+
+def test_rule_mapping_to_an_upstream_subpath_is_replaced_if_ours_and_a_conflict_if_not() -> None:
+    desired = desired_for(tiers=("quay",))
+    subpath = replace(desired.rules[0], upstream_repository_prefix="prometheus")
+    actions = plan_apply(desired, ObservedState((subpath,), desired.templates)).changes
+    assert [action.describe() for action in actions] == [
+        "- delete pull-through cache rule quay (quay.io -> quay/)",
+        "+ create pull-through cache rule quay (quay.io -> quay/)",
+    ]
+    assert actions[1].changes == ("upstreamRepositoryPrefix: prometheus -> ROOT",)
+    root = replace(desired.rules[0], upstream_repository_prefix="ROOT")
+    assert plan_apply(desired, ObservedState((root,), desired.templates)).changes == ()
+    with pytest.raises(ConflictError, match=r"cannot change its upstreamRepositoryPrefix in place"):
+        plan_apply(desired, ObservedState((subpath,)), adopt=True)
+
+
+def test_rule_without_upstream_registry_is_compared_by_url_only() -> None:
+    desired = desired_for(tiers=("quay", "docker-hub"))
+    described = tuple(replace(rule, upstream_registry=None) for rule in desired.rules)
+    assert plan_apply(desired, ObservedState(described, desired.templates)).changes == ()
+
+
+def test_renaming_a_prefix_at_the_rule_quota_deletes_the_old_rule_first() -> None:
+    before = desired_for(tiers=("quay",))
+    others = tuple(CacheRule(f"other{n}", "quay", "quay.io") for n in range(49))
+    after = desired_for(tiers=("quay",), prefixes={"quay": "quayio"})
+    plan = plan_apply(after, ObservedState((*others, *before.rules), before.templates))
+    assert [action.describe() for action in plan.changes] == [
+        "- delete pull-through cache rule quay (quay.io -> quay/)",
+        "+ create repository creation template quayio/",
+        "+ create pull-through cache rule quayio (quay.io -> quayio/)",
+        "- delete repository creation template quay/",
+    ]
+    assert plan.warnings == ()
+
+
+def test_quota_warning_counts_the_peak_of_the_run_not_its_end() -> None:
+    from webhook.provision.plan import Action, _quota_warnings  # noqa: PLC0415 - the helper under test
+
+    full = ObservedState(tuple(CacheRule(f"other{n}", "quay", "quay.io") for n in range(50)))
+    extra = CacheRule("extra", "quay", "quay.io")
+    (warning,) = _quota_warnings(full, [Action("create", extra), Action("delete", full.rules[0])])
+    assert warning.startswith("the registry would hold 51 pull-through cache rules during this apply")
+
+
+def test_repository_role_must_be_in_the_registry_account() -> None:
+    role = {"repositoryRoleArn": "arn:aws:iam::999999999999:role/ecr-create"}
+    with pytest.raises(LocationError, match=r"`provision.repositoryRoleArn`: role .* is in account 999999999999, but"):
+        desired_for(provision=role)
+    fake = FakeEcr().with_secret()
+    with pytest.raises(LocationError, match="registry's account 123456789012"):
+        Provisioner(fake, make_config(provision=role)).apply()
+    assert fake.mutations == []
+
+
+def test_v1_registry_policy_scope_stops_plan_when_principals_are_set() -> None:
+    fake = FakeEcr(policy_scope="V1").with_secret()
+    with pytest.raises(ConflictError) as error:
+        Provisioner(fake, make_config(provision={"principals": {"accounts": ["111122223333"]}})).apply()
+    assert "policy scope (account setting REGISTRY_POLICY_SCOPE) is V1" in str(error.value)
+    assert "`aws ecr put-account-setting --name REGISTRY_POLICY_SCOPE --value V2 --region eu-west-1`" in str(
+        error.value
+    )
+    assert fake.mutations == []
+    assert Provisioner(fake, make_config()).apply().changes  # a single-account cache needs no registry policy
+
+
+def test_an_adopted_rule_deleted_by_hand_is_recreated_as_ours() -> None:
+    desired = desired_for(tiers=("quay",))
+    record = replace(desired.templates[0], description=f"{MANAGED_BY} (adopted: rule): pull-through cache of quay.io")
+    template_action, rule_action = plan_apply(desired, ObservedState((), (record,))).changes
+    assert template_action.changes == (f"description: {record.description!r} -> {desired.templates[0].description!r}",)
+    assert rule_action.describe() == "+ create pull-through cache rule quay (quay.io -> quay/)"

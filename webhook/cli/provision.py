@@ -1,7 +1,8 @@
-"""``ecr-ptc-webhook provision plan|apply|destroy|verify|values|node-policy``: the ECR side of the cache.
+"""``ecr-ptc-webhook provision plan|apply|destroy|verify|values|node-policy|webhook-policy``: the ECR side.
 
 A thin shell over :mod:`webhook.provision`: it loads the config, builds the boto3 backend (only for the commands that
-talk to AWS, so ``values`` and ``node-policy`` work offline and without boto3) and formats the results.
+talk to AWS, so ``values``, ``node-policy`` and ``webhook-policy`` work offline and without boto3) and formats the
+results.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Final
 import yaml
 
 from webhook.provision.config import load_provision_config
-from webhook.provision.desired import locate, node_policy
+from webhook.provision.desired import locate, node_policy, webhook_policy
 from webhook.provision.errors import ProvisionError
 from webhook.provision.provisioner import Provisioner
 from webhook.provision.values import chart_values
@@ -45,15 +46,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "apply": ("create or update what the config needs; print the node-role policy", _apply),
         "destroy": ("delete what this tool created (needs --yes)", _destroy),
         "verify": ("check secrets, drift and ECR's rule validation; exit 1 on any failure", _verify),
-        "values": ("print the chart values (registry, tiers, prefixes) for this config; offline", _values),
+        "values": ("print the chart values (every webhook key of the config) for helm -f; offline", _values),
         "node-policy": ("print the IAM identity policy node roles need; offline", _node_policy),
+        "webhook-policy": (
+            "print the IAM identity policy of the webhook's own role (rules: discover, verify: true); offline",
+            _webhook_policy,
+        ),
     }
+    offline = {"values", "node-policy", "webhook-policy"}
     for name, (summary, run) in commands.items():
         command = actions.add_parser(name, help=summary, description=summary)
         command.add_argument("--config", type=Path, required=True, help="the webhook's YAML config with `provision:`")
         if name != "values":
             command.add_argument("--region", help="must match the registry host's region (default: from the host)")
-        if name not in {"values", "node-policy"}:
+        if name not in offline:
             command.add_argument("--profile", help="AWS profile (default: AWS_PROFILE or the usual credential chain)")
         command.set_defaults(run=run)
     plan_parser = actions.choices["plan"]
@@ -61,6 +67,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--detailed-exitcode", action="store_true", help=f"exit {EXIT_CHANGES} when changes are pending, 0 when none"
     )
     actions.choices["destroy"].add_argument("--yes", action="store_true", help="really delete; else only show what")
+    for name in ("plan", "apply"):
+        actions.choices[name].add_argument(
+            "--adopt",
+            action="store_true",
+            help="manage templates and rules on the config's prefixes that this tool did not create (destroy then "
+            "leaves them in place); without it they are a conflict",
+        )
 
 
 def _provisioner(args: argparse.Namespace) -> Provisioner:
@@ -76,18 +89,25 @@ def _provisioner(args: argparse.Namespace) -> Provisioner:
 
 def _plan(args: argparse.Namespace) -> int:
     provisioner = _provisioner(args)
-    plan = provisioner.plan()
+    plan = provisioner.plan(adopt=args.adopt)
     _write(format_plan(plan))
-    _write(format_node_policy(provisioner.node_policy()))
+    _write_policies(provisioner)
     return EXIT_CHANGES if args.detailed_exitcode and plan.changes else 0
 
 
 def _apply(args: argparse.Namespace) -> int:
     provisioner = _provisioner(args)
-    plan = provisioner.apply(on_action=lambda action: _write([format_done(action)]))
+    plan = provisioner.apply(on_action=lambda action: _write([format_done(action)]), adopt=args.adopt)
     _write([*(f"! {warning}" for warning in plan.warnings), format_apply_summary(plan)])
-    _write(format_node_policy(provisioner.node_policy()))
+    _write_policies(provisioner)
     return 0
+
+
+def _write_policies(provisioner: Provisioner) -> None:
+    _write(format_node_policy(provisioner.node_policy()))
+    policy = provisioner.webhook_policy()
+    if policy is not None:
+        _write(format_webhook_policy(policy))
 
 
 def _destroy(args: argparse.Namespace) -> int:
@@ -98,7 +118,7 @@ def _destroy(args: argparse.Namespace) -> int:
         _write(["Nothing deleted: re-run with --yes to delete the above." if plan.changes else "Nothing to delete."])
         return 0
     plan = provisioner.destroy(on_action=lambda action: _write([format_done(action)]))
-    _write([format_apply_summary(plan)])
+    _write([*(f"! {warning}" for warning in plan.warnings), format_apply_summary(plan)])
     return 0
 
 
@@ -117,6 +137,19 @@ def _values(args: argparse.Namespace) -> int:
 def _node_policy(args: argparse.Namespace) -> int:
     config = load_provision_config(args.config)
     policy = node_policy(config.webhook, locate(config.webhook, args.region))
+    sys.stdout.write(json.dumps(policy, indent=2) + "\n")
+    return 0
+
+
+def _webhook_policy(args: argparse.Namespace) -> int:
+    config = load_provision_config(args.config)
+    policy = webhook_policy(config.webhook, locate(config.webhook, args.region))
+    if policy is None:
+        sys.stderr.write(
+            "ecr-ptc-webhook provision: with `rules: static` and `verify: false` the webhook calls no AWS API; its "
+            "ServiceAccount needs no IAM policy\n"
+        )
+        return 0
     sys.stdout.write(json.dumps(policy, indent=2) + "\n")
     return 0
 
@@ -148,6 +181,15 @@ def format_node_policy(policy: dict[str, object]) -> list[str]:
     return [
         "",
         "Node roles in the cluster accounts need this identity policy (also: `provision node-policy`):",
+        json.dumps(policy, indent=2),
+    ]
+
+
+def format_webhook_policy(policy: dict[str, object]) -> list[str]:
+    """A heading and the identity policy JSON of the webhook's ServiceAccount role."""
+    return [
+        "",
+        "The webhook's ServiceAccount role needs this identity policy (also: `provision webhook-policy`):",
         json.dumps(policy, indent=2),
     ]
 

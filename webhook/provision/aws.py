@@ -15,7 +15,13 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from webhook.provision.errors import AwsError, ConflictError, LocationError, ProvisionError, QuotaError, SecretError
 from webhook.provision.provisioner import Credential, RuleValidation
-from webhook.provision.resources import CacheRule, CreationTemplate, ObservedState, RegistryPolicy
+from webhook.provision.resources import (
+    REGISTRY_POLICY_SCOPE,
+    CacheRule,
+    CreationTemplate,
+    ObservedState,
+    RegistryPolicy,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -83,6 +89,11 @@ class AwsBackend:
             if error.code == "RegistryPolicyNotFoundException":
                 return RegistryPolicy(None)
             raise
+
+    def registry_policy_scope(self) -> str:
+        """GetAccountSetting REGISTRY_POLICY_SCOPE (``V1`` or ``V2``)."""
+        with _calling("ecr:GetAccountSetting"):
+            return self._ecr.get_account_setting(name=REGISTRY_POLICY_SCOPE)["value"]
 
     def credential(self, name: str) -> Credential:
         """DescribeSecret and GetSecretValue; keeps only the JSON keys of the value, never the value."""
@@ -174,9 +185,10 @@ class AwsBackend:
 def _rule(item: PullThroughCacheRuleTypeDef) -> CacheRule:
     return CacheRule(
         prefix=item.get("ecrRepositoryPrefix", ""),
-        upstream_registry=item.get("upstreamRegistry", ""),
+        upstream_registry=item.get("upstreamRegistry"),
         upstream_registry_url=item.get("upstreamRegistryUrl", ""),
         credential_arn=item.get("credentialArn"),
+        upstream_repository_prefix=item.get("upstreamRepositoryPrefix"),
     )
 
 
@@ -201,8 +213,9 @@ def _template_request(template: CreationTemplate, *, updating: bool) -> dict[str
     }
     if template.lifecycle_policy is not None:
         request["lifecyclePolicy"] = template.lifecycle_policy
-    if template.resource_tags or updating:
-        # An update sends the full tag list, so tags dropped from the config are dropped from the template.
+    if template.resource_tags or (updating and template.resource_tags is not None):
+        # Only tags the config sets are sent (an update replaces the whole list); without `tags` in the config the
+        # template keeps whatever tags it has.
         request["resourceTags"] = [{"Key": key, "Value": value} for key, value in template.resource_tags]
     if template.custom_role_arn is not None:
         request["customRoleArn"] = template.custom_role_arn
@@ -229,7 +242,7 @@ def _secret_error(name: str, error: AwsError) -> ProvisionError:
             f"secret {name}: access denied; the provisioner needs secretsmanager:DescribeSecret and GetSecretValue "
             "on it (it checks the keys, never prints the value)"
         )
-    return error
+    return SecretError(f"secret {name}: {error}")
 
 
 @contextmanager
@@ -249,26 +262,37 @@ def _calling(operation: str, prefix: str | None = None, secret: str | None = Non
         raise ProvisionError(f"{operation}: {error}") from None
 
 
+_RULE_WRITES: Final = frozenset({"ecr:CreatePullThroughCacheRule", "ecr:UpdatePullThroughCacheRule"})
+"""The operations where ECR itself reads the credential secret."""
+
+
 def _client_error(  # noqa: PLR0911 - one return per error code, read as a table
     operation: str, code: str, message: str, prefix: str | None, secret: str | None
 ) -> ProvisionError:
+    """The error for ``code`` from ``operation``: the same code means different things in different operations."""
     rule = f"pull-through cache rule {prefix!r}"
-    if code == "LimitExceededException":
+    if code == "LimitExceededException" and operation == "ecr:CreatePullThroughCacheRule":
         return QuotaError(
-            f"{operation}: the registry is at its quota of pull-through cache rules (50 by default) ({message}); "
-            "delete unused rules or request an increase in Service Quotas"
+            f"{operation}: the registry is at its quota of pull-through cache rules (50 per registry, not "
+            f"adjustable) ({message}); delete unused rules"
         )
-    if code == "UnableToDecryptSecretValueException":
-        return SecretError(
-            f"{rule}: ECR cannot decrypt secret {secret}: the pull-through cache cannot use customer-managed KMS "
-            "keys; re-create the secret encrypted with the AWS managed key aws/secretsmanager"
+    if code == "LimitExceededException" and operation == "ecr:CreateRepositoryCreationTemplate":
+        return QuotaError(
+            f"{operation}: the registry is at its quota of repository creation templates ({message}); delete unused "
+            "templates"
         )
-    if code == "SecretNotFoundException":
-        return SecretError(f"{rule}: ECR cannot find secret {secret}; check it exists in the registry's region")
-    if code == "UnableToAccessSecretException":
-        return SecretError(
-            f"{rule}: ECR cannot read secret {secret} ({message}); check the secret's resource policy and KMS key"
-        )
+    if operation in _RULE_WRITES:
+        if code == "UnableToDecryptSecretValueException":
+            return SecretError(
+                f"{rule}: ECR cannot decrypt secret {secret}: the pull-through cache cannot use customer-managed KMS "
+                "keys; re-create the secret encrypted with the AWS managed key aws/secretsmanager"
+            )
+        if code == "SecretNotFoundException":
+            return SecretError(f"{rule}: ECR cannot find secret {secret}; check it exists in the registry's region")
+        if code == "UnableToAccessSecretException":
+            return SecretError(
+                f"{rule}: ECR cannot read secret {secret} ({message}); check the secret's resource policy and KMS key"
+            )
     if code in {"PullThroughCacheRuleAlreadyExistsException", "TemplateAlreadyExistsException"}:
         return ConflictError(f"{operation}: prefix {prefix!r} was taken since the plan was made; run plan again")
     if code == "UnsupportedUpstreamRegistryException":
@@ -276,4 +300,5 @@ def _client_error(  # noqa: PLR0911 - one return per error code, read as a table
             f"{rule}: this region does not support that upstream registry ({message}); put the cache in a region "
             "that does"
         )
+    # Secrets Manager's own errors stay AwsError here: AwsBackend.credential turns them into SecretError.
     return AwsError(operation, code, message)

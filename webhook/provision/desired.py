@@ -7,10 +7,11 @@ allowed principals. Pure: credential secrets arrive as already-resolved ARNs.
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any, Final
 
 from webhook.provision.errors import LocationError, SecretError
-from webhook.provision.policy import node_role_policy, registry_statements
+from webhook.provision.policy import node_role_policy, registry_statements, webhook_role_policy
 from webhook.provision.resources import PULL_THROUGH_CACHE, CacheRule, CreationTemplate, DesiredState, Location
 from webhook.registries import ECR_HOST_PATTERN, TIERS_BY_NAME, Tier
 
@@ -21,7 +22,11 @@ if TYPE_CHECKING:
     from webhook.provision.settings import ProvisionSettings
 
 MANAGED_BY: Final = "Managed by ecr-ptc-webhook"
-"""Start of the description of every creation template we create: our record of owning it and its rule."""
+"""Start of the description of every creation template we manage: our record of owning it and its prefix's rule."""
+ADOPTABLE: Final[tuple[str, ...]] = ("rule", "template")
+"""What ``--adopt`` takes over on a prefix; recorded as ``Managed by ecr-ptc-webhook (adopted: rule, template): ...``
+so that ``destroy`` and pruning leave what existed before the tool in place."""
+_ADOPTED: Final = re.compile(re.escape(MANAGED_BY) + r" \(adopted: ([a-z, ]+)\)")
 IMAGE_TAG_MUTABILITY: Final = "MUTABLE"
 """Upstream tags move (``latest``, ``v1``); the cache must follow them."""
 UNSUPPORTED_REGION_PREFIXES: Final[tuple[str, ...]] = ("cn-", "us-gov-", "us-iso")
@@ -103,6 +108,7 @@ def desired_state(
     config: Config, settings: ProvisionSettings, location: Location, credential_arns: Mapping[str, str]
 ) -> DesiredState:
     """Rules, templates and our registry policy statements for the enabled tiers."""
+    check_role_account(settings, location)
     tiers = enabled_tiers(config)
     rules = tuple(
         CacheRule(
@@ -120,7 +126,7 @@ def desired_state(
             applied_for=(PULL_THROUGH_CACHE,),
             image_tag_mutability=IMAGE_TAG_MUTABILITY,
             lifecycle_policy=lifecycle_policy(settings.lifecycle_days),
-            resource_tags=tuple(sorted(settings.tags.items())),
+            resource_tags=None if settings.tags is None else tuple(sorted(settings.tags.items())),
             custom_role_arn=settings.repository_role_arn,
         )
         for tier in tiers
@@ -129,11 +135,49 @@ def desired_state(
     return DesiredState(location=location, rules=rules, templates=templates, policy_statements=statements)
 
 
+def check_role_account(settings: ProvisionSettings, location: Location) -> None:
+    """ECR assumes a template's ``customRoleArn`` only in the registry's own account."""
+    role = settings.repository_role_arn
+    if role is None:
+        return
+    account = role.split(":")[4]
+    if account != location.account:
+        raise LocationError(
+            f"config key `provision.repositoryRoleArn`: role {role} is in account {account}, but ECR assumes the "
+            f"repository creation role only in the registry's account {location.account}; create the role there "
+            "and name it here"
+        )
+
+
 def is_managed(template: CreationTemplate) -> bool:
-    """Whether a creation template carries our ownership mark."""
+    """Whether a creation template carries our ownership mark (created or adopted by us)."""
     return template.description.startswith(MANAGED_BY)
+
+
+def adopted(template: CreationTemplate) -> frozenset[str]:
+    """What on the template's prefix we adopted rather than created: ``rule``, ``template``, both or neither."""
+    match = _ADOPTED.match(template.description)
+    if match is None:
+        return frozenset()
+    return frozenset(part.strip() for part in match[1].split(",")) & frozenset(ADOPTABLE)
+
+
+def mark_adopted(description: str, parts: frozenset[str]) -> str:
+    """Our template description with the record of what was adopted on its prefix (unchanged when nothing was)."""
+    if not parts or not description.startswith(MANAGED_BY):
+        return description
+    return f"{MANAGED_BY} (adopted: {', '.join(sorted(parts))}){description.removeprefix(MANAGED_BY)}"
 
 
 def node_policy(config: Config, location: Location) -> dict[str, Any]:
     """The identity policy node roles (in any allowed account) need to pull through the config's cache."""
     return node_role_policy(location, [config.prefix_for(tier.name) for tier in enabled_tiers(config)])
+
+
+def webhook_policy(config: Config, location: Location) -> dict[str, Any] | None:
+    """The identity policy of the webhook's ServiceAccount role; ``None`` when it calls no AWS API.
+
+    ``rules: discover`` reads the rules; ``verify: true`` HEADs manifests through the cache, which may import them.
+    """
+    prefixes = [config.prefix_for(tier.name) for tier in enabled_tiers(config)]
+    return webhook_role_policy(location, prefixes, discover=config.rules == "discover", verify=config.verify)

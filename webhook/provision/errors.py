@@ -6,8 +6,9 @@
     └── ProvisionError                the ECR side cannot be planned, applied or verified
         ├── LocationError             registry host not ECR, region without pull-through cache, wrong account/region
         ├── SecretError               credential secret missing, unreadable, or without username/accessToken
-        ├── ConflictError             a prefix already used by a rule for another upstream, or a malformed policy
-        ├── QuotaError                the registry's pull-through cache rule quota (50 by default) is full
+        ├── ConflictError             a prefix taken by another upstream or by what this tool did not create (see
+        │                             --adopt), a V1 registry policy scope, a malformed registry policy
+        ├── QuotaError                an ECR quota is full (50 pull-through cache rules, creation templates)
         ├── AwsError                  any other AWS failure: operation, error code and AWS's message
         └── ApplyError                an apply stopped part-way; what was done is kept, a re-run converges
 
@@ -32,7 +33,7 @@ class SecretError(ProvisionError):
 
 
 class ConflictError(ProvisionError):
-    """Existing ECR state that this tool must not overwrite (another upstream's rule on our prefix, ...)."""
+    """Existing ECR state this tool must not overwrite: a rule or template it did not create, a V1 policy scope."""
 
 
 class QuotaError(ProvisionError):

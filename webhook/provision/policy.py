@@ -30,6 +30,14 @@ CACHE_ACTIONS: Final[tuple[str, ...]] = (
     "ecr:BatchCheckLayerAvailability",
 )
 """What pulling through the cache takes: import from upstream, create the repository, then an ordinary pull."""
+V1_SCOPE_ACTIONS: Final = frozenset({"ecr:ReplicateImage", "ecr:BatchImportUpstreamImage", "ecr:CreateRepository"})
+"""All a registry policy may grant under the V1 registry policy scope; ECR refuses other actions in it."""
+WEBHOOK_VERIFY_ACTIONS: Final[tuple[str, ...]] = (
+    "ecr:BatchGetImage",
+    "ecr:BatchImportUpstreamImage",
+    "ecr:CreateRepository",
+)
+"""``verify: true``: a HEAD of a manifest through the cache reads it and, when not cached yet, imports it."""
 
 
 def repository_arns(location: Location, prefixes: Iterable[str]) -> list[str]:
@@ -88,6 +96,55 @@ def node_role_policy(location: Location, prefixes: Sequence[str]) -> dict[str, A
             },
         ],
     }
+
+
+def webhook_role_policy(
+    location: Location, prefixes: Sequence[str], *, discover: bool, verify: bool
+) -> dict[str, Any] | None:
+    """The identity policy of the webhook's own role (``rules: discover``, ``verify: true``); ``None``: no AWS calls."""
+    statements: list[dict[str, Any]] = []
+    if discover:
+        # DescribePullThroughCacheRules has no resource-level permissions: "*" is the only Resource IAM accepts.
+        statements.append(
+            {
+                "Sid": f"{STATEMENT_SID_PREFIX}DiscoverRules",
+                "Effect": "Allow",
+                "Action": "ecr:DescribePullThroughCacheRules",
+                "Resource": "*",
+            }
+        )
+    if verify:
+        statements.append(
+            {
+                "Sid": f"{STATEMENT_SID_PREFIX}Login",
+                "Effect": "Allow",
+                "Action": "ecr:GetAuthorizationToken",
+                "Resource": "*",
+            }
+        )
+        statements.append(
+            {
+                "Sid": f"{STATEMENT_SID_PREFIX}Verify",
+                "Effect": "Allow",
+                "Action": list(WEBHOOK_VERIFY_ACTIONS),
+                "Resource": repository_arns(location, prefixes),
+            }
+        )
+    return {"Version": POLICY_VERSION, "Statement": statements} if statements else None
+
+
+def policy_scope_problem(scope: str, location: Location) -> str | None:
+    """Why our registry policy statements cannot work under the registry policy ``scope``; ``None`` when they can."""
+    if scope != "V1":
+        return None
+    missing = ", ".join(action for action in CACHE_ACTIONS if action not in V1_SCOPE_ACTIONS)
+    return (
+        "the registry's policy scope (account setting REGISTRY_POLICY_SCOPE) is V1, which allows only "
+        f"{', '.join(sorted(V1_SCOPE_ACTIONS))} in a registry policy; the statements for `provision.principals` also "
+        f"grant {missing}. Switch to V2 with `aws ecr put-account-setting --name REGISTRY_POLICY_SCOPE --value V2 "
+        f"--region {location.region}` (V2 enforces every statement of the registry policy on every ECR action: "
+        "review the other statements first), or drop `provision.principals`"
+    )
 
 
 def is_ours(statement: object) -> bool:

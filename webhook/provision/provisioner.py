@@ -5,12 +5,14 @@ No AWS import here: :mod:`webhook.provision.aws` is the boto3 backend; tests use
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from webhook.provision.desired import credential_names, desired_state, locate, node_policy
+from webhook.provision.desired import credential_names, desired_state, locate, node_policy, webhook_policy
 from webhook.provision.errors import ApplyError, ConflictError, LocationError, ProvisionError, SecretError
 from webhook.provision.plan import Action, Plan, plan_apply, plan_destroy
+from webhook.provision.policy import policy_scope_problem
 from webhook.provision.resources import CacheRule, CreationTemplate, RegistryPolicy
 
 if TYPE_CHECKING:
@@ -21,6 +23,12 @@ if TYPE_CHECKING:
 
 AWS_MANAGED_SECRET_KEYS: Final = frozenset({"alias/aws/secretsmanager"})
 CREDENTIAL_KEYS: Final = ("username", "accessToken")
+_KMS_TROUBLE: Final = re.compile(r"decrypt|kms", re.IGNORECASE)
+"""ECR's validation failure text when the cache cannot decrypt the credential secret."""
+_AWS_MANAGED_KEY_ADVICE: Final = (
+    "the pull-through cache cannot decrypt secrets under a customer-managed KMS key: re-create the secret encrypted "
+    "with the AWS managed key aws/secretsmanager"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +60,10 @@ class Backend(Protocol):
 
     def observe(self) -> ObservedState:
         """Every pull-through cache rule and creation template, and the registry policy."""
+        ...
+
+    def registry_policy_scope(self) -> str:
+        """The registry's REGISTRY_POLICY_SCOPE account setting: ``V1`` or ``V2``."""
         ...
 
     def credential(self, name: str) -> Credential:
@@ -125,43 +137,53 @@ class Provisioner:
         self._config = config
         self.location: Location = locate(config.webhook, region)
 
-    def plan(self) -> Plan:
-        """What ``apply`` would do; changes nothing."""
+    def plan(self, *, adopt: bool = False) -> Plan:
+        """What ``apply`` would do; changes nothing. ``adopt``: take over what is on the config's prefixes."""
         desired, warnings = self._desired()
-        plan = plan_apply(desired, self._backend.observe())
+        if desired.policy_statements:
+            problem = policy_scope_problem(self._backend.registry_policy_scope(), self.location)
+            if problem is not None:
+                raise ConflictError(problem)
+        plan = plan_apply(desired, self._backend.observe(), adopt=adopt)
         return Plan(plan.actions, warnings + plan.warnings)
 
-    def apply(self, on_action: Callable[[Action], None] | None = None) -> Plan:
+    def apply(self, on_action: Callable[[Action], None] | None = None, *, adopt: bool = False) -> Plan:
         """Run the plan's changes in order, reporting each done action to ``on_action``; return the plan."""
-        plan = self.plan()
+        plan = self.plan(adopt=adopt)
         self._run(plan, on_action)
         return plan
 
     def plan_destroy(self) -> Plan:
-        """What ``destroy`` would delete: only what we own (see :mod:`webhook.provision.plan`)."""
+        """What ``destroy`` would delete: only what we created (see :mod:`webhook.provision.plan`)."""
         self._check_account()
-        # Secrets are not looked up: destroying must work when they are already gone.
-        desired = desired_state(self._config.webhook, self._config.settings, self.location, {})
-        return plan_destroy(desired, self._backend.observe())
+        # Neither secrets nor the config's other settings are read: destroying must work when they are gone or wrong.
+        return plan_destroy(self._backend.observe())
 
     def destroy(self, on_action: Callable[[Action], None] | None = None) -> Plan:
-        """Delete what we own; return the plan that was run."""
+        """Delete what we created; return the plan that was run."""
         plan = self.plan_destroy()
         self._run(plan, on_action)
         return plan
 
     def verify(self) -> Verification:
-        """Check secrets, that rules, templates and policy match the config, and ECR's own rule validation."""
-        self._check_account()
-        observed = self._backend.observe()
+        """Check secrets, that rules, templates and policy match the config, and ECR's own rule validation.
+
+        Every failure is reported as a failed :class:`Check`, AWS errors included; checks that depend on a failed one
+        (everything depends on the account and on reading the registry) are skipped.
+        """
         checks: list[Check] = []
+        try:
+            self._check_account()
+            observed = self._backend.observe()
+        except ProvisionError as error:
+            return Verification((Check(f"registry {self.location.host}", ok=False, detail=str(error)),))
         arns: dict[str, str] = {}
         current = {rule.prefix: rule for rule in observed.rules}
         for tier, name in self._credential_names_or_report(checks).items():
             try:
                 credential = self._backend.credential(name)
                 warnings = check_credential(tier, credential, self.location)
-            except SecretError as error:
+            except ProvisionError as error:
                 checks.append(Check(f"secret {name}", ok=False, detail=str(error)))
                 rule = current.get(self._config.webhook.prefix_for(tier))
                 if rule is not None and rule.credential_arn:
@@ -169,26 +191,53 @@ class Provisioner:
                 continue
             arns[tier] = credential.arn
             checks.append(Check(f"secret {name}", ok=True, detail="; ".join(warnings)))
-        desired = desired_state(self._config.webhook, self._config.settings, self.location, arns)
+        try:
+            desired = desired_state(self._config.webhook, self._config.settings, self.location, arns)
+        except ProvisionError as error:
+            checks.append(Check("provision settings", ok=False, detail=str(error)))
+            return Verification(tuple(checks))
+        if desired.policy_statements:
+            checks.append(self._scope_check())
         checks.extend(_drift_checks(desired, observed))
-        for rule in desired.rules:
-            if rule.prefix in current and current[rule.prefix].credential_arn:
-                result = self._backend.validate_rule(rule.prefix)
-                checks.append(
-                    Check(
-                        f"ValidatePullThroughCacheRule {rule.prefix}",
-                        ok=result.valid,
-                        detail=""
-                        if result.valid
-                        else f"{result.failure or 'invalid'}; check the secret's username "
-                        "and accessToken against the upstream registry",
-                    )
-                )
+        checks.extend(
+            self._validation_check(rule.prefix)
+            for rule in desired.rules
+            if rule.prefix in current and current[rule.prefix].credential_arn
+        )
         return Verification(tuple(checks))
+
+    def _scope_check(self) -> Check:
+        subject = "registry policy scope"
+        try:
+            scope = self._backend.registry_policy_scope()
+        except ProvisionError as error:
+            return Check(subject, ok=False, detail=str(error))
+        problem = policy_scope_problem(scope, self.location)
+        return Check(subject, ok=problem is None, detail=problem or f"{scope}: allows the pull-through statements")
+
+    def _validation_check(self, prefix: str) -> Check:
+        subject = f"ValidatePullThroughCacheRule {prefix}"
+        try:
+            result = self._backend.validate_rule(prefix)
+        except ProvisionError as error:
+            return Check(subject, ok=False, detail=str(error))
+        if result.valid:
+            return Check(subject, ok=True)
+        failure = result.failure or "invalid"
+        advice = (
+            _AWS_MANAGED_KEY_ADVICE
+            if _KMS_TROUBLE.search(failure)
+            else "check the secret's username and accessToken against the upstream registry"
+        )
+        return Check(subject, ok=False, detail=f"{failure}; {advice}")
 
     def node_policy(self) -> dict[str, Any]:
         """The identity policy the node roles of the cluster accounts need; offline."""
         return node_policy(self._config.webhook, self.location)
+
+    def webhook_policy(self) -> dict[str, Any] | None:
+        """The identity policy the webhook's ServiceAccount role needs (``None``: none); offline."""
+        return webhook_policy(self._config.webhook, self.location)
 
     def _desired(self) -> tuple[DesiredState, tuple[str, ...]]:
         self._check_account()
@@ -281,7 +330,7 @@ def _drift_checks(desired: DesiredState, observed: ObservedState) -> list[Check]
     try:
         plan = plan_apply(desired, observed)
     except ConflictError as error:
-        return [Check("pull-through cache rules", ok=False, detail=str(error))]
+        return [Check("prefixes of the config", ok=False, detail=str(error))]
     checks = []
     for action in plan.actions:
         subject = action.resource.describe()

@@ -14,10 +14,14 @@ class CacheRule:
     """A pull-through cache rule: ``<registry>/<prefix>/...`` is fetched from the upstream registry."""
 
     prefix: str
-    upstream_registry: str
-    """ECR's ``upstreamRegistry`` enum value (``quay``, ``docker-hub``, ...)."""
+    upstream_registry: str | None
+    """ECR's ``upstreamRegistry`` enum value (``quay``, ``docker-hub``, ...); ``None`` when ECR did not say (rules
+    made before the field existed), so only ``upstream_registry_url`` can be compared."""
     upstream_registry_url: str
     credential_arn: str | None = None
+    upstream_repository_prefix: str | None = None
+    """ECR's ``upstreamRepositoryPrefix``: ``<prefix>/x`` is fetched from ``<upstream prefix>/x``. Ours is the
+    upstream's root: ``None`` (not sent, ECR's default) or ``ROOT``."""
 
     def describe(self) -> str:
         """``pull-through cache rule quay (quay.io -> quay/)``."""
@@ -34,7 +38,9 @@ class CreationTemplate:
     image_tag_mutability: str
     lifecycle_policy: str | None
     """Lifecycle policy JSON text, compared by meaning, not by bytes."""
-    resource_tags: tuple[tuple[str, str], ...] = ()
+    resource_tags: tuple[tuple[str, str], ...] | None = None
+    """Tags for the repositories ECR creates. Desired ``None``: the config says nothing, so the template's tags are
+    left as they are (never wiped); observed ``None`` or ``()``: no tags."""
     custom_role_arn: str | None = None
 
     def describe(self) -> str:
@@ -87,3 +93,10 @@ class ObservedState:
     rules: tuple[CacheRule, ...] = ()
     templates: tuple[CreationTemplate, ...] = ()
     policy: RegistryPolicy = RegistryPolicy(None)
+
+
+ROOT: Final = "ROOT"
+"""``upstreamRepositoryPrefix`` meaning the upstream registry's root, ECR's default."""
+REGISTRY_POLICY_SCOPE: Final = "REGISTRY_POLICY_SCOPE"
+"""ECR account setting: ``V1`` enforces only ReplicateImage, BatchImportUpstreamImage and CreateRepository in the
+registry policy (and refuses other actions in it); ``V2`` (the default for new registries) enforces every ECR action."""

@@ -66,8 +66,9 @@ class ProvisionSettings(BaseModel):
     """Cached images expire this many days after they were cached (``sinceImagePushed``)."""
     principals: Principals = Field(default_factory=Principals)
     """Other accounts allowed to pull through the cache; empty means the registry's own account only."""
-    tags: dict[str, str] = Field(default_factory=dict)
-    """Tags ECR puts on the repositories it creates for the cache (needs ``repositoryRoleArn``)."""
+    tags: dict[str, str] | None = None
+    """Tags ECR puts on the repositories it creates for the cache (needs ``repositoryRoleArn``). Left out: the
+    templates' tags are left as they are; ``{}``: the templates carry none."""
     repository_role_arn: str | None = Field(default=None, alias="repositoryRoleArn")
     """IAM role ECR assumes to create tagged repositories; ECR requires one when templates carry tags."""
 
@@ -91,8 +92,8 @@ class ProvisionSettings(BaseModel):
 
     @field_validator("tags")
     @classmethod
-    def _tags_fit_ecr(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, tag_value in value.items():
+    def _tags_fit_ecr(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key, tag_value in (value or {}).items():
             if not 1 <= len(key) <= TAG_KEY_MAX or key.startswith("aws:"):
                 raise ValueError(f"tag key {key!r}: 1-{TAG_KEY_MAX} characters, not starting with 'aws:'")
             if len(tag_value) > TAG_VALUE_MAX:

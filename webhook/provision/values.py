@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from webhook.config import Config
 
+NOT_CHART_VALUES: Final = frozenset({"provision"})
+"""Config fields the chart does not take: the ``provision:`` section is for this command only."""
+
 
 def chart_values(config: Config) -> dict[str, Any]:
-    """``registry``, ``tiers`` and every enabled tier's ``prefixes`` entry, as the chart's values.yaml spells them."""
-    return {
-        "registry": config.registry,
-        "tiers": list(config.tiers),
-        "prefixes": {tier: config.prefix_for(tier) for tier in config.tiers},
+    """Every webhook key of the validated config under its file name (alias), as the chart's values.yaml spells it.
+
+    ``prefixes`` holds the prefix of every enabled tier (defaults spelled out), and any other tier's configured one,
+    so the deployed config resolves the same prefixes and passes the same distinctness check.
+    """
+    values = config.model_dump(mode="json", by_alias=True, exclude=set(NOT_CHART_VALUES))
+    values["tiers"] = list(config.tiers)
+    values["prefixes"] = {tier: config.prefix_for(tier) for tier in config.tiers} | {
+        tier: prefix for tier, prefix in config.prefixes.items() if tier not in config.tiers
     }
+    return values
