@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -66,16 +65,3 @@ def cli_fixture() -> Any:
         return run
 
     return fixture
-
-
-def tool(name: str) -> str:
-    """A real tool: .tools/bin first (hack/install-tools.sh puts it there), then PATH; never a silent skip."""
-    local = REPO / ".tools" / "bin" / name
-    if local.exists():
-        return str(local)
-    found = shutil.which(name)
-    if found is None:
-        pytest.fail(
-            f"{name} is not installed (neither .tools/bin/{name} nor on PATH): run `bash hack/install-tools.sh`"
-        )
-    return found

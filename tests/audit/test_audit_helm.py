@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
-from audit.audit_support import REGISTRY, Cli, audit_rules, cli_fixture, tool, write_config
+from audit.audit_support import REGISTRY, Cli, audit_rules, cli_fixture, write_config
+from repository import tool
 
 if TYPE_CHECKING:
     from pathlib import Path

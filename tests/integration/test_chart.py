@@ -13,7 +13,6 @@ import functools
 import json
 import os
 import re
-import shutil
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +25,7 @@ import pytest
 import yaml
 from cryptography import x509
 from integration.server import WebhookProcess
+from repository import SERVE_ARGS, tool
 from reviews import make_pod, make_review
 
 from webhook.config import parse_config
@@ -46,19 +46,6 @@ NAMESPACE: Final = "ecr-ptc-webhook"
 SERVICE_HOST: Final = f"{RELEASE}.{NAMESPACE}.svc"
 ALWAYS_EXCLUDED: Final = {"kube-system", "kube-node-lease"}
 CRD_KINDS: Final = {"cert-manager.io/v1": {"Certificate", "Issuer"}, "monitoring.coreos.com/v1": {"ServiceMonitor"}}
-SERVE_ARGS: Final = [
-    "serve",
-    "--config",
-    "/etc/ecr-ptc-webhook/config.yaml",
-    "--tls-cert",
-    "/etc/ecr-ptc-webhook/tls/tls.crt",
-    "--tls-key",
-    "/etc/ecr-ptc-webhook/tls/tls.key",
-    "--host",
-    "0.0.0.0",  # noqa: S104 (in the pod: the Service and the kubelet's probes reach it on the pod IP)
-    "--port",
-    "8443",
-]
 REGISTRY: Final = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 UPSTREAM_IMAGE: Final = "quay.io/prometheus/node-exporter:v1.8.2"
 
@@ -75,19 +62,6 @@ OLDEST, NEWEST = _kube_versions()
 
 
 # --- tools and rendering ---------------------------------------------------------------------------------------
-
-
-def tool(name: str) -> str:
-    """A real tool: .tools/bin first (hack/install-tools.sh puts it there), then PATH; never a silent skip."""
-    local = REPO / ".tools" / "bin" / name
-    if local.exists():
-        return str(local)
-    found = shutil.which(name)
-    if found is None:
-        pytest.fail(
-            f"{name} is not installed (neither .tools/bin/{name} nor on PATH): run `bash hack/install-tools.sh`"
-        )
-    return found
 
 
 def helm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -19,35 +18,10 @@ from typing import Final
 
 import pytest
 import yaml
+from repository import SERVE_ARGS, tool
 
 REPO: Final = Path(__file__).resolve().parents[2]
 DOCKERFILE: Final = REPO / "Dockerfile"
-SERVE_ARGS: Final = [
-    "serve",
-    "--config",
-    "/etc/ecr-ptc-webhook/config.yaml",
-    "--tls-cert",
-    "/etc/ecr-ptc-webhook/tls/tls.crt",
-    "--tls-key",
-    "/etc/ecr-ptc-webhook/tls/tls.key",
-    "--host",
-    "0.0.0.0",  # noqa: S104 (in the pod: the Service and the kubelet's probes reach it on the pod IP)
-    "--port",
-    "8443",
-]
-
-
-def tool(name: str) -> str:
-    """A real tool: .tools/bin first (hack/install-tools.sh puts it there), then PATH; never a silent skip."""
-    local = REPO / ".tools" / "bin" / name
-    if local.exists():
-        return str(local)
-    found = shutil.which(name)
-    if found is None:
-        pytest.fail(
-            f"{name} is not installed (neither .tools/bin/{name} nor on PATH): run `bash hack/install-tools.sh`"
-        )
-    return found
 
 
 # --- a small Dockerfile reader ---------------------------------------------------------------------------------
