@@ -6,9 +6,7 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
-from botocore.stub import Stubber
 from prometheus_client import CollectorRegistry
 from verify.verify_support import aws_env
 
@@ -18,8 +16,7 @@ from webhook.discovery import RETRY_MAX_UNREAD, Drift, DriftKind, RuleDiscovery,
 from webhook.reasons import Reason
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
+    from botocore.stub import Stubber
     from mypy_boto3_ecr import ECRClient
 
 ACCOUNT = "123456789012"
@@ -99,14 +96,6 @@ def test_rules_no_enabled_tier_uses_are_extra(config: Config) -> None:
 def test_old_answers_without_a_url_match_by_upstream_registry(config: Config) -> None:
     item = {"ecrRepositoryPrefix": "quay", "upstreamRegistry": "quay"}
     assert survey(config, [item]).available_tiers == {"quay"}
-
-
-@pytest.fixture
-def ecr() -> Iterator[tuple[ECRClient, Stubber]]:
-    client = boto3.client("ecr", region_name="eu-west-1")
-    with Stubber(client) as stubber:
-        yield client, stubber
-        stubber.assert_no_pending_responses()
 
 
 def expect_pages(stubber: Stubber, *pages: list[dict[str, Any]]) -> None:

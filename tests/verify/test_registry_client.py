@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, cast
 import boto3
 import httpx
 import pytest
-from botocore.stub import Stubber
 from verify.verify_support import aws_env
 
 from webhook.exceptions import ConfigError
@@ -36,8 +35,9 @@ from webhook.registry_client import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
+    from botocore.stub import Stubber
     from mypy_boto3_ecr import ECRClient
 
 REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
@@ -45,14 +45,6 @@ REFERENCE = parse(f"{REGISTRY}/quay/org/app:1.0")
 DIGEST = "sha256:" + "b" * 64
 
 pytestmark = pytest.mark.usefixtures(aws_env.__name__)
-
-
-@pytest.fixture
-def ecr() -> Iterator[tuple[ECRClient, Stubber]]:
-    client = boto3.client("ecr", region_name="eu-west-1")
-    with Stubber(client) as stubber:
-        yield client, stubber
-        stubber.assert_no_pending_responses()
 
 
 @dataclass

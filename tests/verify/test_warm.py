@@ -7,9 +7,7 @@ import io
 import json
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
-from botocore.stub import Stubber
 from verify.verify_support import Certificates, FaultyRegistry, aws_env
 
 from webhook.cli import main
@@ -22,9 +20,9 @@ from webhook.rules import Rules
 from webhook.warm import Cache, WarmResult, WarmStatus, read_image_list, summary, warm
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
+    from botocore.stub import Stubber
     from mypy_boto3_ecr import ECRClient
 
     from webhook.reference import ImageReference
@@ -93,14 +91,6 @@ def test_warm_runs_at_most_concurrency_fetches_at_once(rules: Rules) -> None:
     asyncio.run(warm(images, rules, Cache(fetch), concurrency=3))
     assert len(fetch.calls) == 20
     assert fetch.most == 3
-
-
-@pytest.fixture
-def ecr() -> Iterator[tuple[ECRClient, Stubber]]:
-    client = boto3.client("ecr", region_name="eu-west-1")
-    with Stubber(client) as stubber:
-        yield client, stubber
-        stubber.assert_no_pending_responses()
 
 
 def described(stubber: Stubber, tag: str, *, found: bool | str) -> None:
