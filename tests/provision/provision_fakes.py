@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+from aws_sandbox import isolate_aws
 
 from webhook.provision.config import ProvisionConfig, parse_provision_config
 from webhook.provision.errors import AwsError, ConflictError, ProvisionError, SecretError
@@ -17,18 +18,7 @@ from webhook.provision.resources import CacheRule, CreationTemplate, ObservedSta
 @pytest.fixture
 def aws_sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """boto3 with fake keys, a default region, and no profile, config file or endpoint from the developer's machine."""
-    empty = tmp_path_factory.mktemp("aws") / "empty"
-    empty.write_text("", encoding="utf-8")
-    for variable in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(variable, raising=False)
-    for variable in ("AWS_ENDPOINT_URL_ECR", "AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL_SECRETS_MANAGER"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    isolate_aws(monkeypatch, tmp_path_factory.mktemp("aws"), "eu-west-1")
 
 
 ACCOUNT = "123456789012"

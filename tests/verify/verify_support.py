@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import pytest
+from aws_sandbox import isolate_aws
 
 from webhook.certs import write_certificates
 
@@ -36,22 +37,7 @@ REGISTRY_TOOLS = ("docker-registry", "skopeo", "htpasswd")
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Fake credentials, a default region, no profile, endpoint, config file or instance metadata."""
-    for variable in (
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_SESSION_TOKEN",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_ECR",
-    ):
-        monkeypatch.delenv(variable, raising=False)
-    empty = tmp_path / "aws-empty"
-    empty.write_text("", encoding="utf-8")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    isolate_aws(monkeypatch, tmp_path, "us-east-1")
 
 
 def require_registry_tools() -> None:
