@@ -1,4 +1,4 @@
-"""Hypothesis strategies for image references, built from the distribution/reference grammar.
+"""Hypothesis strategies: image references built from the distribution/reference grammar, and pods.
 
 Each generated reference comes with the :class:`~webhook.reference.ImageReference` that ``ParseNormalizedNamed``
 gives for it, so a test can compare the parser's answer with the grammar's rather than with the parser itself.
@@ -6,11 +6,14 @@ gives for it, so a test can compare the parser's answer with the grammar's rathe
 
 from __future__ import annotations
 
+import copy
 import string
 from dataclasses import dataclass
+from typing import Any
 
 from hypothesis import strategies as st
 
+from webhook.patch import OPT_OUT_ANNOTATION, OPT_OUT_VALUE, ORIGINAL_IMAGES_ANNOTATION
 from webhook.reference import ImageReference
 from webhook.registries import (
     DOCKER_HUB_DOMAIN,
@@ -194,3 +197,56 @@ def grammar_biased_text() -> st.SearchStrategy[str]:
         written_references().map(lambda written: written.text),
         mutated_references(),
     )
+
+
+# --- pods ---------------------------------------------------------------------------------------------------------
+
+POD_IMAGES = st.sampled_from(
+    [
+        "quay.io/prometheus/node-exporter:v1.8.2",
+        "nginx",
+        "nginx:1.27@sha256:" + "a" * 64,
+        "registry.k8s.io/pause:3.10",
+        "ghcr.io/fluxcd/source-controller:v1.4.1",
+        "registry.gitlab.com/group/project/image:tag",
+        "public.ecr.aws/eks/aws-load-balancer-controller:v2.8.0",
+        "602401143452.dkr.ecr.eu-west-1.amazonaws.com/eks/coredns:v1.11.1",
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/quay/already/cached:v1",
+        "gcr.io/distroless/static",
+        "example.com:5000/team/app",
+        "",
+        "Not A Reference",
+    ]
+)
+NAMES = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)
+
+
+@st.composite
+def pods(draw: st.DrawFn) -> dict[str, Any]:
+    """Pods with every image slot kind, odd images, and each metadata shape the patch builder tells apart."""
+    names = iter(draw(st.lists(NAMES, min_size=12, max_size=12, unique=True)))
+    spec: dict[str, Any] = {}
+    for field in ("containers", "initContainers", "ephemeralContainers"):
+        if draw(st.booleans()):
+            spec[field] = [
+                {"name": next(names), "image": image} for image in draw(st.lists(POD_IMAGES, min_size=0, max_size=3))
+            ]
+    if draw(st.booleans()):
+        spec["volumes"] = [{"name": "v", "image": {"reference": draw(POD_IMAGES)}}, {"name": "e", "emptyDir": {}}]
+    pod: dict[str, Any] = {"spec": spec}
+    metadata = draw(
+        st.sampled_from(
+            [
+                None,
+                {},
+                {"annotations": None},
+                {"annotations": {"a/b~c": "1"}},
+                {"annotations": {ORIGINAL_IMAGES_ANNOTATION: '{"gone": "quay.io/x/y"}'}},
+                {"annotations": {ORIGINAL_IMAGES_ANNOTATION: "[1]"}},
+                {"annotations": {OPT_OUT_ANNOTATION: OPT_OUT_VALUE}},
+            ]
+        )
+    )
+    if metadata is not None:
+        pod["metadata"] = copy.deepcopy(metadata)
+    return pod

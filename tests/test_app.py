@@ -12,7 +12,6 @@ from fastapi.testclient import TestClient
 from reviews import make_pod, make_review
 
 from webhook.app import BODY_LIMIT, DEFAULT_DEADLINE, create_app, parse_timeout
-from webhook.logs import JsonFormatter
 from webhook.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -114,12 +113,16 @@ def test_health_readiness_and_metrics(rules: Rules, metrics: Metrics) -> None:
     assert "ecr_ptc_webhook_request_duration_seconds_bucket" in text
 
 
-def test_each_decision_is_one_structured_log_line(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+def test_each_decision_is_one_structured_log_line(
+    rules: Rules, capsysbinary: pytest.CaptureFixture[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="webhook.decisions")
+    app = create_app(rules)
     body = make_review(make_pod(QUAY, "gcr.io/x/y"))
-    client.post("/mutate", json=body)
-    (record,) = [record for record in caplog.records if record.name == "webhook.decisions"]  # one per review...
-    lines = [json.loads(line) for line in JsonFormatter().format(record).splitlines()]  # ...one line per decision
+    with TestClient(app) as client:
+        client.post("/mutate", json=body)
+    app.decision_log.flush()  # the client's event loop has stopped: what it had not flushed yet is written now
+    lines = [json.loads(line) for line in capsysbinary.readouterr().err.splitlines()]
     assert [(line["container"], line["original"], line["reason"], line["mode"]) for line in lines] == [
         ("c0", QUAY, "rewritten", "mutate"),
         ("c1", "gcr.io/x/y", "upstream-unsupported", "mutate"),
@@ -132,8 +135,19 @@ def test_each_decision_is_one_structured_log_line(client: TestClient, caplog: py
         assert line["pod"] == "web-7d4b9c8f6-"
         assert line["uid"] == body["request"]["uid"]
         assert line["level"] == "info"
+        assert line["logger"] == "webhook.decisions"
         assert line["msg"] == "decision"
-        assert "json_lines" not in line
+
+
+def test_decision_lines_follow_the_log_level(
+    rules: Rules, capsysbinary: pytest.CaptureFixture[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="webhook.decisions")
+    app = create_app(rules)
+    with TestClient(app) as client:
+        assert "patch" in client.post("/mutate", json=make_review(make_pod(QUAY))).json()["response"]
+    app.decision_log.flush()
+    assert capsysbinary.readouterr().err == b""
 
 
 @pytest.mark.parametrize(
@@ -212,12 +226,3 @@ def test_rules_provider_is_read_per_request(config: Config) -> None:
         second = client.post("/mutate", json=make_review(make_pod(QUAY))).json()
     assert "patch" not in first["response"]
     assert "patch" in second["response"]
-
-
-def test_a_batch_record_is_one_valid_json_object_per_item() -> None:
-    record = logging.makeLogRecord(
-        {"name": "webhook.decisions", "levelname": "INFO", "msg": "decision", "uid": "u", "json_lines": [{"a": 1}, {}]}
-    )
-    lines = [json.loads(line) for line in JsonFormatter().format(record).splitlines()]
-    assert [line.get("a") for line in lines] == [1, None]
-    assert all(line["uid"] == "u" and line["msg"] == "decision" for line in lines)

@@ -5,6 +5,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from webhook.metrics import LATENCY_BUCKETS, Metrics
+from webhook.reasons import Reason
+from webhook.review_cache import ReviewCache
 
 PATHS = st.sampled_from(["/mutate", "/audit"])
 SECONDS = st.one_of(
@@ -46,8 +48,22 @@ def test_request_tallies_expose_what_prometheus_client_collectors_would(
 
 def test_decision_counts_add_up_across_reviews_and_render_reason_values() -> None:
     metrics = Metrics()
-    metrics.count_decisions({("quay", "rewritten", "rewrite", "mutate"): 2, ("", "no-rule", "skip", "mutate"): 1})
-    metrics.count_decisions({("quay", "rewritten", "rewrite", "mutate"): 3})
+    metrics.count_decisions({("quay", Reason.REWRITTEN, "rewrite"): 2, ("", Reason.NO_RULE, "skip"): 1}, "mutate")
+    metrics.count_decisions({("quay", Reason.REWRITTEN, "rewrite"): 3}, "mutate")
+    metrics.count_decisions({("quay", Reason.REWRITTEN, "rewrite"): 1}, "audit")
     text = generate_latest(metrics.registry).decode()
     assert 'ecr_ptc_webhook_decisions_total{action="rewrite",mode="mutate",reason="rewritten",tier="quay"} 5.0' in text
     assert 'ecr_ptc_webhook_decisions_total{action="skip",mode="mutate",reason="no-rule",tier=""} 1.0' in text
+    assert 'ecr_ptc_webhook_decisions_total{action="rewrite",mode="audit",reason="rewritten",tier="quay"} 1.0' in text
+
+
+def test_review_cache_counts_are_read_at_scrape_time() -> None:
+    metrics = Metrics()
+    cache = ReviewCache()
+    metrics.count_review_cache(cache)
+    assert 'ecr_ptc_webhook_review_cache_total{result="hit"} 0.0' in generate_latest(metrics.registry).decode()
+    cache.hits, cache.misses = 41, 2
+    text = generate_latest(metrics.registry).decode()
+    assert "# TYPE ecr_ptc_webhook_review_cache_total counter" in text
+    assert 'ecr_ptc_webhook_review_cache_total{result="hit"} 41.0' in text
+    assert 'ecr_ptc_webhook_review_cache_total{result="miss"} 2.0' in text

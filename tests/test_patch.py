@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 import jsonpatch
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from reviews import make_pod
+from strategies import pods
 
 from webhook.patch import OPT_OUT_ANNOTATION, ORIGINAL_IMAGES_ANNOTATION, image_slots, plan_pod
 from webhook.reasons import Reason
@@ -148,54 +148,6 @@ def test_ephemeral_update_only_touches_new_ephemeral_containers(rules: Rules) ->
 
 
 # --- properties -------------------------------------------------------------------------------------------------
-
-IMAGES = st.sampled_from(
-    [
-        QUAY,
-        "nginx",
-        "nginx:1.27@sha256:" + "a" * 64,
-        "registry.k8s.io/pause:3.10",
-        "ghcr.io/fluxcd/source-controller:v1.4.1",
-        "registry.gitlab.com/group/project/image:tag",
-        "public.ecr.aws/eks/aws-load-balancer-controller:v2.8.0",
-        "602401143452.dkr.ecr.eu-west-1.amazonaws.com/eks/coredns:v1.11.1",
-        f"{REGISTRY}/quay/already/cached:v1",
-        "gcr.io/distroless/static",
-        "example.com:5000/team/app",
-        "",
-        "Not A Reference",
-    ]
-)
-NAMES = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)
-
-
-@st.composite
-def pods(draw: st.DrawFn) -> dict[str, Any]:
-    names = iter(draw(st.lists(NAMES, min_size=12, max_size=12, unique=True)))
-    spec: dict[str, Any] = {}
-    for field in ("containers", "initContainers", "ephemeralContainers"):
-        if draw(st.booleans()):
-            spec[field] = [
-                {"name": next(names), "image": image} for image in draw(st.lists(IMAGES, min_size=0, max_size=3))
-            ]
-    if draw(st.booleans()):
-        spec["volumes"] = [{"name": "v", "image": {"reference": draw(IMAGES)}}, {"name": "e", "emptyDir": {}}]
-    pod: dict[str, Any] = {"spec": spec}
-    metadata = draw(
-        st.sampled_from(
-            [
-                None,
-                {},
-                {"annotations": None},
-                {"annotations": {"a/b~c": "1"}},
-                {"annotations": {ORIGINAL_IMAGES_ANNOTATION: '{"gone": "quay.io/x/y"}'}},
-                {"annotations": {ORIGINAL_IMAGES_ANNOTATION: "[1]"}},
-            ]
-        )
-    )
-    if metadata is not None:
-        pod["metadata"] = copy.deepcopy(metadata)
-    return pod
 
 
 def _strip(pod: dict[str, Any]) -> dict[str, Any]:

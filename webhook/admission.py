@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from webhook.patch import ImageDecision
     from webhook.reasons import Reason
-    from webhook.rules import Decision, Rules
+    from webhook.rules import Rules
 
 API_VERSION: Final = "admission.k8s.io/v1"
 KIND: Final = "AdmissionReview"
@@ -101,6 +101,13 @@ class Outcome:
     plan: PodPlan | None = None
     error: str | None = None
 
+    def answering(self, request: Review) -> Outcome:
+        """The same answer for another review: its uid, everything else shared (see ``webhook.review_cache``)."""
+        response = self.body["response"].copy()
+        response["uid"] = request.uid
+        body: AdmissionReviewResponse = {"apiVersion": request.api_version, "kind": KIND, "response": response}
+        return Outcome(body, self.plan, self.error)
+
 
 def parse_review(body: object) -> Review:
     """Validate a decoded AdmissionReview; raise :class:`AdmissionError` (400) naming what is wrong."""
@@ -150,15 +157,6 @@ def review(request: Review, rules: Rules, mode: Mode, vetoes: Mapping[str, Reaso
     if not plan.patch:
         return Outcome(allowed(request), plan)
     return Outcome(patched(request, plan.patch), plan)
-
-
-def rewrite_candidates(request: Review, rules: Rules) -> tuple[Decision, ...]:
-    """The rewrites a review would make before any veto: what an edge may want to check first."""
-    try:
-        plan = _plan(request, rules, None)
-    except Exception:  # noqa: BLE001 - review() reports the same failure; here it just means nothing to check
-        return ()
-    return tuple(item.decision for item in plan.rewrites) if plan is not None else ()
 
 
 def _plan(request: Review, rules: Rules, vetoes: Mapping[str, Reason] | None) -> PodPlan | None:

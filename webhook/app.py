@@ -21,11 +21,12 @@ import orjson
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from webhook.admission import Mode, Outcome, Review, parse_review, review, rewrite_candidates
+from webhook.admission import Mode, Outcome, Review, parse_review, review
+from webhook.decision_log import DecisionLog
 from webhook.exceptions import AdmissionError
-from webhook.logs import JSON_LINES
 from webhook.metrics import Metrics
 from webhook.reasons import Reason
+from webhook.review_cache import ReviewCache
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -88,9 +89,14 @@ class WebhookApp:
         """Wire the admission path to its collaborators; see :func:`create_app`."""
         self.api = api
         self.metrics = metrics
+        self.decision_log = DecisionLog()
+        """A line per image decision, to stderr in batches: the server flushes it when it stops."""
         self._rules = rules
         self._body_limit = body_limit
         self._verifier = verifier
+        self.reviews = ReviewCache()
+        """Answers per pod template (see ``webhook.review_cache``)."""
+        metrics.count_review_cache(self.reviews)
         self.closing_connections = False
         """Set while the server stops: each answer then closes its connection, so a client (the API server) opens
         a new one for its next request instead of reusing one that is about to close under it."""
@@ -135,13 +141,13 @@ class WebhookApp:
         request = parse_review(decoded)
         rules = self._rules()
         effective = Mode.AUDIT if rules.config.dry_run else mode
-        vetoes = None
-        if self._verifier is not None:
-            candidates = rewrite_candidates(request, rules)
-            if candidates:
-                vetoes = await self._verify(self._verifier, candidates, deadline)
-        outcome = review(request, rules, effective, vetoes)
-        _record(request, outcome, effective, self.metrics)
+        outcome = self.reviews.review(request, rules, effective)
+        if self._verifier is not None and outcome.plan is not None and outcome.plan.rewrites:
+            candidates = [item.decision for item in outcome.plan.rewrites]
+            vetoes = await self._verify(self._verifier, candidates, deadline)
+            if vetoes:
+                outcome = review(request, rules, effective, vetoes)
+        _record(request, outcome, effective, self.metrics, self.decision_log)
         return orjson.dumps(outcome.body)
 
     async def _verify(
@@ -235,44 +241,16 @@ async def _read_body(headers: dict[bytes, bytes], receive: Receive, limit: int) 
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _record(request: Review, outcome: Outcome, mode: Mode, metrics: Metrics) -> None:
+def _record(request: Review, outcome: Outcome, mode: Mode, metrics: Metrics, decisions: DecisionLog) -> None:
     if outcome.error is not None:
         metrics.errors.labels("internal").inc()
         log.error("review failed open", extra={"uid": request.uid, "error": outcome.error})
     if outcome.plan is None:
         return
-    counts: dict[tuple[str, str, str, str], int] = {}
-    mode_label = mode.value
-    for item in outcome.plan.decisions:
-        decision = item.decision
-        # Reason is a StrEnum: the member is its value, and reading `.value` costs a descriptor call per image.
-        key = (decision.tier or "", decision.reason, decision.action, mode_label)
-        counts[key] = counts.get(key, 0) + 1
-    metrics.count_decisions(counts)
-    if outcome.plan.decisions and log.isEnabledFor(logging.INFO):
-        # One record for the review, written as one JSON line per decision (webhook.logs.JSON_LINES): a log record
-        # costs about 15 us, one per image would cost more than the review itself.
-        lines = [
-            {
-                "container": item.slot.key,
-                "original": item.decision.image,
-                "result": item.decision.result,
-                "action": item.decision.action,
-                "reason": item.decision.reason,
-                "tier": item.decision.tier,
-            }
-            for item in outcome.plan.decisions
-        ]
-        log.info(
-            "decision",
-            extra={
-                "uid": request.uid,
-                "namespace": request.namespace,
-                "pod": request.name,
-                "mode": mode_label,
-                JSON_LINES: lines,
-            },
-        )
+    metrics.count_decisions(outcome.plan.counts, mode.value)
+    if outcome.plan.decisions and decisions.enabled:
+        review = {"uid": request.uid, "namespace": request.namespace, "pod": request.name, "mode": mode.value}
+        decisions.write(review, outcome.plan.records)
 
 
 def _error(message: str) -> bytes:

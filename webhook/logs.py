@@ -8,24 +8,14 @@ from typing import Any, Final
 
 import orjson
 
-JSON_LINES: Final = "json_lines"
-"""An ``extra`` key holding a list of mappings: the record is written as one JSON line per mapping, each with the
-record's own fields too (the mappings' keys must differ from those). A batch of like events (the decisions of one
-review) then costs one log record and one write instead of one per line."""
-_STANDARD: Final = frozenset(logging.makeLogRecord({}).__dict__) | {
-    "message",
-    "asctime",
-    "taskName",
-    "color_message",
-    JSON_LINES,
-}
+_STANDARD: Final = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"time", "level", "logger", "msg", ...extra}`` per line; a record with :data:`JSON_LINES` is several lines."""
+    """``{"time", "level", "logger", "msg", ...extra}``, one line per record (decisions: ``webhook.decision_log``)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        """Render one record as a JSON line (or one line per item of its :data:`JSON_LINES`)."""
+        """Render one record as a JSON line."""
         line: dict[str, Any] = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname.lower(),
@@ -35,13 +25,6 @@ class JsonFormatter(logging.Formatter):
         line.update((key, value) for key, value in record.__dict__.items() if key not in _STANDARD)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        items = getattr(record, JSON_LINES, None)
-        if isinstance(items, list) and items:
-            # The record's fields once, then each item's appended: `{"time":...,"uid":...,` + `"container":...}`.
-            head = orjson.dumps(line, default=str)[:-1]
-            return b"\n".join(
-                head + b"," + orjson.dumps(item, default=str)[1:] if item else head + b"}" for item in items
-            ).decode()
         return orjson.dumps(line, default=str).decode()
 
 

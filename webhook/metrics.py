@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import collections
 import itertools
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -14,7 +14,7 @@ from prometheus_client.registry import Collector
 from webhook import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
 LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 """Admission latency is sub-millisecond when healthy; the API server's webhook timeout here is 3 s."""
@@ -66,14 +66,50 @@ class Metrics:
         self.info = Info("ecr_ptc_webhook", "Version and configuration.", registry=self.registry)
         self.info.info({"version": __version__})
 
-    def count_decisions(self, counts: Mapping[tuple[str, str, str, str], int]) -> None:
-        """Count the image decisions of one review: (tier, reason, action, mode) -> how many."""
-        self.decisions.counts.update(counts)
+    def count_decisions(self, counts: Mapping[tuple[str, str, str], int], mode: str) -> None:
+        """Count the image decisions of one review: (tier, reason, action) -> how many, in ``mode``."""
+        tally = self.decisions.counts
+        for (tier, reason, action), count in counts.items():
+            tally[tier, reason, action, mode] += count
+
+    def count_review_cache(self, cache: ReviewCacheStats) -> None:
+        """Expose ``cache``'s hits and misses (read at scrape time; see ``webhook.review_cache``)."""
+        family = "ecr_ptc_webhook_review_cache"
+        documentation = "Pod reviews answered from the per-template cache (hit) or that filled it (miss)."
+        self.registry.register(ReadAtScrape(family, documentation, lambda: {"hit": cache.hits, "miss": cache.misses}))
 
     def observe_request(self, path: str, code: str, seconds: float) -> None:
         """Count one admission request and its latency."""
         self.requests.counts[path, code] += 1
         self.latency.observe(path, seconds)
+
+
+class ReviewCacheStats(Protocol):
+    """What the metrics read of a :class:`webhook.review_cache.ReviewCache`."""
+
+    hits: int
+    misses: int
+
+
+class ReadAtScrape(Collector):
+    """A counter labelled by ``result``, read from its owner (a callable) at scrape time: nothing per request."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], Mapping[str, int]]) -> None:
+        """``read`` returns result -> count so far."""
+        self.name = name
+        self.documentation = documentation
+        self.read = read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """The owner's counts now."""
+        family = CounterMetricFamily(self.name, self.documentation, labels=("result",))
+        for result, value in self.read().items():
+            family.add_metric([result], value)
+        yield family
+
+    def describe(self) -> list[CounterMetricFamily]:
+        """The metric's name and type, for registration."""
+        return [CounterMetricFamily(self.name, self.documentation, labels=("result",))]
 
 
 class CounterTally(Collector):

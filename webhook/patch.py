@@ -7,7 +7,9 @@ the pod even with ``failurePolicy: Ignore``, so every op here applies to the obj
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import collections
+import functools
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypedDict, TypeGuard
 
@@ -67,21 +69,53 @@ class ImageDecision(NamedTuple):
     decision: Decision
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: the summaries below are computed once per plan (plans are cached per template)
 class PodPlan:
     """Every image decision of one pod, and the patch that applies the rewrites."""
 
     decisions: tuple[ImageDecision, ...]
     patch: tuple[PatchOperation, ...] = field(default=())
 
-    @property
+    @functools.cached_property
     def rewrites(self) -> tuple[ImageDecision, ...]:
         """The decisions that change an image."""
         return tuple(item for item in self.decisions if item.decision.rewrites)
 
+    @functools.cached_property
+    def counts(self) -> Mapping[tuple[str, str, str], int]:
+        """How many decisions per (tier or ``""``, reason, action): what the decision metrics count."""
+        decisions = (item.decision for item in self.decisions)
+        return collections.Counter((decision.tier or "", decision.reason, decision.action) for decision in decisions)
 
-def image_slots(spec: object, fields: tuple[ImageField, ...] = (*CONTAINER_FIELDS, "volumes")) -> Iterator[ImageSlot]:
+    @functools.cached_property
+    def records(self) -> tuple[Mapping[str, str | None], ...]:
+        """One flat record per decision (container key, original, result, action, reason, tier): what is logged."""
+        return tuple(
+            {
+                "container": item.slot.key,
+                "original": item.decision.image,
+                "result": item.decision.result,
+                "action": item.decision.action,
+                "reason": item.decision.reason,
+                "tier": item.decision.tier,
+            }
+            for item in self.decisions
+        )
+
+
+SlotKey = tuple[ImageField, int, str, str | None]
+"""An image slot as plain values: field, index, name, image (what :class:`ImageSlot` holds)."""
+ALL_IMAGE_FIELDS: Final[tuple[ImageField, ...]] = (*CONTAINER_FIELDS, "volumes")
+
+
+def image_slots(spec: object, fields: tuple[ImageField, ...] = ALL_IMAGE_FIELDS) -> Iterator[ImageSlot]:
     """Every image of a pod spec, tolerating any shape: what is not a list of objects is passed over."""
+    for key in _slot_keys(spec, fields):
+        yield ImageSlot(*key)
+
+
+def _slot_keys(spec: object, fields: tuple[ImageField, ...]) -> Iterator[SlotKey]:
+    """The walk behind :func:`image_slots`, yielding tuples (cheap enough to build a cache key from)."""
     if not is_json_object(spec):
         return
     for name in fields:
@@ -100,9 +134,36 @@ def image_slots(spec: object, fields: tuple[ImageField, ...] = (*CONTAINER_FIELD
             else:
                 image = item.get("image")
             item_name = item.get("name")
-            yield ImageSlot(
-                name, index, item_name if isinstance(item_name, str) else "", image if isinstance(image, str) else None
+            yield (
+                name,
+                index,
+                item_name if isinstance(item_name, str) else "",
+                image if isinstance(image, str) else None,
             )
+
+
+def pod_template_key(pod: Mapping[str, Any]) -> Hashable:
+    """Everything :func:`plan_pod` (without ``ephemeral_only``) reads from ``pod``, as one hashable value.
+
+    Two pods with equal keys get equal plans from the same rules: the same slots (field, index, name, image) and the
+    same annotation state (missing metadata, missing annotations, or the opt-out flag and the earlier record). Pods of
+    one ReplicaSet, Job or DaemonSet differ in name and uid only, so they share a key.
+    """
+    metadata = pod.get("metadata")
+    if not is_json_object(metadata):
+        state: tuple[object, ...] = ("no-metadata",)
+    else:
+        annotations = metadata.get("annotations")
+        if not is_json_object(annotations):
+            state = ("no-annotations",)
+        else:
+            record = annotations.get(ORIGINAL_IMAGES_ANNOTATION)
+            state = (
+                "annotations",
+                annotations.get(OPT_OUT_ANNOTATION) == OPT_OUT_VALUE,
+                record if isinstance(record, str) else None,
+            )
+    return tuple(_slot_keys(pod.get("spec"), ALL_IMAGE_FIELDS)), state
 
 
 def is_json_object(value: object) -> TypeGuard[Mapping[str, Any]]:

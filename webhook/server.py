@@ -16,6 +16,7 @@ from webhook.rules import Rules
 from webhook.tls import WATCH_INTERVAL, CertificateSource, LoadedCertificate
 
 if TYPE_CHECKING:
+    import socket
     import ssl
     from collections.abc import Callable, Coroutine
     from pathlib import Path
@@ -62,12 +63,19 @@ class LingeringServer(uvicorn.Server):
     stops at once.
     """
 
-    def __init__(self, config: uvicorn.Config, linger: float, on_stopping: Callable[[], None]) -> None:
-        """Serve ``config``; ``on_stopping`` runs when the first signal arrives."""
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        linger: float,
+        on_stopping: Callable[[], None],
+        on_stopped: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Serve ``config``; ``on_stopping`` runs when the first signal arrives, ``on_stopped`` once drained."""
         super().__init__(config)
         self.linger = linger
         self.stopping = False
         self._on_stopping = on_stopping
+        self._on_stopped = on_stopped
         self._exit_at = 0.0
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -79,6 +87,13 @@ class LingeringServer(uvicorn.Server):
         self.stopping = True
         self._exit_at = time.monotonic() + self.linger
         self._on_stopping()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Uvicorn's shutdown (stop listening, drain), then ``on_stopped``: before a captured signal is re-raised."""
+        try:
+            await super().shutdown(sockets)
+        finally:
+            self._on_stopped()
 
     async def on_tick(self, counter: int) -> bool:
         """Uvicorn's housekeeping tick (every 0.1 s): the linger ends here."""
@@ -150,7 +165,10 @@ def build_server(
         app.closing_connections = True
         log.info("stopping: answering %.1f s more, closing each connection after its answer", settings.shutdown_linger)
 
-    server = LingeringServer(uvicorn_config, settings.shutdown_linger, on_stopping)
+    def on_stopped() -> None:
+        app.decision_log.flush()  # decision lines still batched are written before the process exits
+
+    server = LingeringServer(uvicorn_config, settings.shutdown_linger, on_stopping, on_stopped)
     return server, source
 
 

@@ -194,6 +194,26 @@ def test_sigterm_lets_an_in_flight_request_finish(server: WebhookProcess) -> Non
     connection.close()
     # uvicorn re-raises the signal once drained, so the exit status is the conventional one for SIGTERM.
     assert server.process.wait(timeout=30) == -signal.SIGTERM
+    # The decisions of the last request were still batched when the signal came: they are written before the exit.
+    uid = json.loads(review)["request"]["uid"]
+    assert [line["original"] for line in decision_lines(server) if line["uid"] == uid] == ["quay.io/a/b:1"]
+
+
+def decision_lines(server: WebhookProcess) -> list[dict[str, Any]]:
+    lines = (json.loads(line) for line in server.logs().splitlines() if line.startswith("{"))
+    return [line for line in lines if line.get("msg") == "decision"]
+
+
+def test_decision_lines_are_written_while_serving(server: WebhookProcess) -> None:
+    review = make_review(make_pod("quay.io/a/b:1", "gcr.io/x/y:2"))
+    assert server.request("POST", "/mutate", review)[0] == 200
+    deadline = time.monotonic() + 5
+    while not decision_lines(server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [(line["uid"], line["container"], line["action"]) for line in decision_lines(server)] == [
+        (review["request"]["uid"], "c0", "rewrite"),
+        (review["request"]["uid"], "c1", "skip"),
+    ]
 
 
 def test_overload_is_answered_at_once_with_503(tmp_path: Path, config_file: Path) -> None:
