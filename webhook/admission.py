@@ -8,9 +8,8 @@ happened. This webhook never denies: every response has ``allowed: true``; at wo
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final, Literal, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, NotRequired, TypedDict
 
 import orjson
 
@@ -68,8 +67,7 @@ class AdmissionReviewResponse(TypedDict):
     response: AdmissionResponse
 
 
-@dataclass(frozen=True, slots=True)
-class Review:
+class Review(NamedTuple):  # one per request: a NamedTuple is built in a third of a frozen dataclass's time
     """The parts of an AdmissionReview request this webhook reads."""
 
     uid: str
@@ -93,8 +91,7 @@ class Review:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):  # one per request, as Review
     """A review's response and the decisions behind it (for logs and metrics)."""
 
     body: AdmissionReviewResponse

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.admission import Mode, Outcome, Review, parse_review, review
+from webhook.deadlines import Deadlines
 from webhook.decision_log import DecisionLog
 from webhook.exceptions import AdmissionError
 from webhook.metrics import Metrics
@@ -94,6 +95,8 @@ class WebhookApp:
         self._rules = rules
         self._body_limit = body_limit
         self._verifier = verifier
+        self._deadlines = Deadlines()
+        """The body must arrive within the API server's ``?timeout=`` (see ``webhook.deadlines``)."""
         self.reviews = ReviewCache()
         """Answers per pod template (see ``webhook.review_cache``)."""
         metrics.count_review_cache(self.reviews)
@@ -120,9 +123,17 @@ class WebhookApp:
         status = 200
         try:
             headers = dict(scope["headers"])
-            deadline = asyncio.get_running_loop().time() + _deadline(scope.get("query_string", b"")) * DEADLINE_MARGIN
-            async with asyncio.timeout_at(deadline):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + _deadline(scope.get("query_string", b"")) * DEADLINE_MARGIN
+            task = self._deadlines.watch(loop, deadline)
+            try:
                 raw = await _read_body(headers, receive, self._body_limit)
+            except asyncio.CancelledError:
+                if self._deadlines.release(task):
+                    raise TimeoutError from None
+                raise
+            finally:
+                self._deadlines.release(task)
             body = await self._answer(raw, mode, deadline)
         except AdmissionError as error:
             metrics.errors.labels("bad_request").inc()
