@@ -66,8 +66,9 @@ class DecisionLog:
         if not decisions or not self._logger.isEnabledFor(logging.INFO):
             return
         head = self._head() + (b"," + orjson.dumps(review)[1:-1] if review else b"")
-        self._pending.append(b"".join([head + line for line in self._lines(decisions)]))
-        self._size += len(self._pending[-1])
+        lines = head + head.join(self._lines(decisions))  # head, line, head, line...: each line complete
+        self._pending.append(lines)
+        self._size += len(lines)
         if self._size >= self._batch_bytes:
             self.flush()
         elif not self._flush_scheduled:

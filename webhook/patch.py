@@ -114,10 +114,11 @@ def image_slots(spec: object, fields: tuple[ImageField, ...] = ALL_IMAGE_FIELDS)
         yield ImageSlot(*key)
 
 
-def _slot_keys(spec: object, fields: tuple[ImageField, ...]) -> Iterator[SlotKey]:
-    """The walk behind :func:`image_slots`, yielding tuples (cheap enough to build a cache key from)."""
+def _slot_keys(spec: object, fields: tuple[ImageField, ...]) -> list[SlotKey]:
+    """The walk behind :func:`image_slots`, as tuples: cheap enough to build a cache key from on every review."""
+    keys: list[SlotKey] = []
     if not is_json_object(spec):
-        return
+        return keys
     for name in fields:
         items = spec.get(name)
         if not isinstance(items, list):
@@ -134,12 +135,15 @@ def _slot_keys(spec: object, fields: tuple[ImageField, ...]) -> Iterator[SlotKey
             else:
                 image = item.get("image")
             item_name = item.get("name")
-            yield (
-                name,
-                index,
-                item_name if isinstance(item_name, str) else "",
-                image if isinstance(image, str) else None,
+            keys.append(
+                (
+                    name,
+                    index,
+                    item_name if isinstance(item_name, str) else "",
+                    image if isinstance(image, str) else None,
+                )
             )
+    return keys
 
 
 def pod_template_key(pod: Mapping[str, Any]) -> Hashable:
