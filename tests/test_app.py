@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import logging
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -12,6 +14,7 @@ from fastapi.testclient import TestClient
 from reviews import make_pod, make_review
 
 from webhook.app import BODY_LIMIT, DEFAULT_DEADLINE, create_app, parse_timeout
+from webhook.decision_log import DecisionLog
 from webhook.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -226,3 +229,55 @@ def test_rules_provider_is_read_per_request(config: Config) -> None:
         second = client.post("/mutate", json=make_review(make_pod(QUAY))).json()
     assert "patch" not in first["response"]
     assert "patch" in second["response"]
+
+
+def test_vetoes_apply_to_a_cached_template_and_do_not_stick(rules: Rules, metrics: Metrics) -> None:
+    verifier = FakeVerifier(missing="nginx:1.27")
+    app = create_app(rules, metrics=metrics, verifier=verifier)
+    with TestClient(app) as client:
+        first = client.post("/mutate", json=make_review(make_pod(QUAY, "nginx:1.27"))).json()
+        verifier.missing = "none"  # the target has been filled since
+        second = client.post("/mutate", json=make_review(make_pod(QUAY, "nginx:1.27"))).json()
+    patches = [json.loads(base64.b64decode(answer["response"]["patch"])) for answer in (first, second)]
+    assert [[op["path"] for op in patch] for patch in patches] == [
+        ["/spec/containers/0/image", "/metadata/annotations"],
+        ["/spec/containers/0/image", "/spec/containers/1/image", "/metadata/annotations"],
+    ]
+    assert (app.reviews.hits, app.reviews.misses) == (1, 1)
+    assert verifier.seen == [[QUAY, "nginx:1.27"], [QUAY, "nginx:1.27"]]  # a cached answer is verified every time
+
+
+def test_a_failure_past_parsing_admits_the_pod_unchanged(
+    rules: Rules, metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(rules, metrics=metrics)
+
+    def broken(*_: object) -> None:
+        raise KeyError("spec")
+
+    monkeypatch.setattr(app.reviews, "review", broken)
+    body = make_review(make_pod(QUAY))
+    with TestClient(app) as client:
+        response = client.post("/mutate", json=body)
+        text = client.get("/metrics").text
+    assert response.status_code == 200
+    assert response.json()["response"]["uid"] == body["request"]["uid"]
+    assert response.json()["response"]["allowed"] is True
+    assert "patch" not in response.json()["response"]
+    assert response.json()["response"]["warnings"] == ["ecr-ptc-webhook: internal error; pod admitted unchanged"]
+    assert 'ecr_ptc_webhook_errors_total{kind="internal"} 1.0' in text
+
+
+@pytest.mark.parametrize("stderr", [None, io.StringIO()], ids=["no-stderr", "stderr-without-buffer"])
+def test_a_decision_log_that_cannot_write_does_not_fail_the_review(
+    rules: Rules, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, stderr: object
+) -> None:
+    caplog.set_level(logging.INFO, logger="webhook.decisions")
+    app = create_app(rules)
+    app.decision_log = DecisionLog(batch_bytes=1)  # every review is written at once, inside the request
+    monkeypatch.setattr(sys, "stderr", stderr)
+    with TestClient(app) as client:
+        response = client.post("/mutate", json=make_review(make_pod(QUAY)))
+    assert response.status_code == 200
+    assert "patch" in response.json()["response"]
+    assert "decision log lines lost" in caplog.text

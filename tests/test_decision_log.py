@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webhook.decision_log import DecisionLog
+from webhook import decision_log
+from webhook.decision_log import RENDERED_BYTES, DecisionLog
 from webhook.logs import JsonFormatter
 
 REVIEW = {"uid": "0b6f", "namespace": "apps", "pod": "web-7d4b9c8f6-", "mode": "mutate"}
@@ -147,3 +148,65 @@ def test_a_broken_stream_loses_lines_but_raises_nothing(caplog: pytest.LogCaptur
     log.write(REVIEW, DECISIONS)
     log.flush()
     assert "decision log lines lost" in caplog.text
+
+
+def test_each_flush_interval_writes_what_came_since_the_last() -> None:
+    stream = io.BytesIO()
+    log = DecisionLog(stream, flush_seconds=0.02)
+
+    async def two_rounds() -> list[int]:
+        counts = []
+        for _ in range(2):
+            log.write(REVIEW, DECISIONS[:1])
+            await asyncio.sleep(0.15)
+            counts.append(stream.getvalue().count(b"\n"))
+        return counts
+
+    assert asyncio.run(two_rounds()) == [1, 2]
+
+
+def test_a_loop_that_ended_with_a_flush_scheduled_does_not_stall_the_next() -> None:
+    stream = io.BytesIO()
+    log = DecisionLog(stream, flush_seconds=0.02)
+
+    async def write_and_leave() -> None:
+        log.write(REVIEW, DECISIONS[:1])  # the loop ends before its flush is due
+
+    async def write_and_wait() -> None:
+        log.write(REVIEW, DECISIONS[:1])
+        await asyncio.sleep(0.15)
+
+    asyncio.run(write_and_leave())
+    asyncio.run(write_and_wait())
+    assert stream.getvalue().count(b"\n") == 2
+    log.write(REVIEW, DECISIONS[:1])  # and off any loop, at once
+    assert stream.getvalue().count(b"\n") == 3
+
+
+def test_a_reused_id_is_not_mistaken_for_the_decisions_rendered_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decision_log, "id", lambda _: 1, raising=False)  # every object gets the same id
+    stream = io.BytesIO()
+    log = DecisionLog(stream)
+    log.write(REVIEW, ({"container": "c0", "original": "a"},))
+    log.write(REVIEW, ({"container": "c0", "original": "b"},))
+    assert [line["original"] for line in lines(stream)] == ["a", "b"]
+
+
+def test_what_is_kept_rendered_stays_bounded() -> None:
+    log = DecisionLog(io.BytesIO())
+    for index in range(3000):
+        log.write(REVIEW, ({"container": "c0", "original": f"quay.io/team/{index:04}/" + "x" * 2000},))
+        assert log.rendered_bytes <= RENDERED_BYTES
+    huge = ({"container": "c0", "original": "x" * RENDERED_BYTES},)
+    kept = log.rendered_bytes
+    log.write(REVIEW, huge)
+    assert log.rendered_bytes == kept  # too big to keep: rendered, written, forgotten
+
+
+def test_a_value_orjson_cannot_encode_loses_the_line_not_the_review(caplog: pytest.LogCaptureFixture) -> None:
+    stream = io.BytesIO()
+    log = DecisionLog(stream)
+    log.write({"uid": "\ud800"}, DECISIONS)  # a lone surrogate
+    log.flush()
+    assert stream.getvalue() == b""
+    assert "decision log line not written" in caplog.text

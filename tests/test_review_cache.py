@@ -104,8 +104,9 @@ def review_sequences(draw: st.DrawFn) -> list[tuple[dict[str, Any], Mode]]:
 @given(sequence=review_sequences())
 def test_cached_answers_equal_fresh_ones(rules: Rules, sequence: list[tuple[dict[str, Any], Mode]]) -> None:
     cache = ReviewCache(maxsize=3)
-    for pod, mode in sequence:
-        request = request_for(pod)
+    for index, (pod, mode) in enumerate(sequence):
+        # What else a review carries must not matter: the namespace, the pod's name, dry runs, the requester.
+        request = request_for(pod, dry_run=index % 2 == 1)._replace(namespace=f"team-{index % 3}", name=f"web-{index}")
         assert_same_answer(cache.review(request, rules, mode), review(request, rules, mode))
     assert cache.hits + cache.misses == len(sequence)
     assert len(cache) <= 3
@@ -221,3 +222,30 @@ def test_a_review_that_failed_open_is_not_replayed(rules: Rules, monkeypatch: py
 def test_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ReviewCache(maxsize=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        ReviewCache(max_bytes=0)
+
+
+def test_what_the_answers_hold_stays_within_the_byte_budget(rules: Rules) -> None:
+    cache = ReviewCache(max_bytes=2_000_000)
+    for index in range(200):
+        pod = make_pod(*(f"quay.io/team-{index}/app{i}:v1" for i in range(10)))
+        cache.review(request_for(pod), rules, Mode.MUTATE)
+        assert cache.bytes <= 2_000_000
+    assert 50 < len(cache) < 200  # about 15 KB each
+    cache.review(request_for(make_pod(QUAY)), Rules(rules.config), Mode.MUTATE)  # new rules: a new cache
+    assert len(cache) == 1
+    assert cache.bytes < 2_000_000 // 64
+
+
+def test_pods_made_to_be_large_are_answered_but_never_kept(rules: Rules) -> None:
+    cache = ReviewCache()
+    pods = [
+        make_pod(*(f"quay.io/team/app{i}:v1" for i in range(500))),  # hundreds of containers
+        make_pod("quay.io/team/app:v1", "Not a reference " + "x" * 300_000),  # a huge image string
+    ]
+    for pod in pods:
+        request = request_for(pod)
+        for _ in range(2):
+            assert_same_answer(cache.review(request, rules, Mode.MUTATE), review(request, rules, Mode.MUTATE))
+    assert (len(cache), cache.hits, cache.misses, cache.bytes) == (0, 0, 0, 0)

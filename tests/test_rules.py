@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -269,3 +270,18 @@ def test_decide_never_raises(image: str) -> None:
         assert RULES.decide(decision.result).reason is Reason.ALREADY_CACHED
     else:
         assert decision.result == image
+
+
+def test_huge_image_strings_are_decided_but_not_kept(rules: Rules) -> None:
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        huge = [f"quay.io/team/app:v{index}" + "x" * 100_000 for index in range(50)]
+        decisions = [rules.decide(image).reason for image in huge]
+        del huge
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert decisions == [Reason.INVALID_REFERENCE] * 50
+    assert held < 500_000  # 5 MB of image strings, none of them kept
+    assert rules.decide("quay.io/team/app:v1") is rules.decide("quay.io/team/app:v1")  # ordinary ones are

@@ -21,7 +21,7 @@ import orjson
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from webhook.admission import Mode, Outcome, Review, parse_review, review
+from webhook.admission import Mode, Outcome, Review, failed_open, parse_review, review
 from webhook.deadlines import Deadlines
 from webhook.decision_log import DecisionLog
 from webhook.exceptions import AdmissionError
@@ -150,16 +150,21 @@ class WebhookApp:
         except orjson.JSONDecodeError as error:
             raise AdmissionError(400, f"request body is not valid JSON: {error}") from None
         request = parse_review(decoded)
-        rules = self._rules()
-        effective = Mode.AUDIT if rules.config.dry_run else mode
-        outcome = self.reviews.review(request, rules, effective)
-        if self._verifier is not None and outcome.plan is not None and outcome.plan.rewrites:
-            candidates = [item.decision for item in outcome.plan.rewrites]
-            vetoes = await self._verify(self._verifier, candidates, deadline)
-            if vetoes:
-                outcome = review(request, rules, effective, vetoes)
-        _record(request, outcome, effective, self.metrics, self.decision_log)
-        return orjson.dumps(outcome.body)
+        try:
+            rules = self._rules()
+            effective = Mode.AUDIT if rules.config.dry_run else mode
+            outcome = self.reviews.review(request, rules, effective)
+            if self._verifier is not None and outcome.plan is not None and outcome.plan.rewrites:
+                candidates = [item.decision for item in outcome.plan.rewrites]
+                vetoes = await self._verify(self._verifier, candidates, deadline)
+                if vetoes:
+                    outcome = review(request, rules, effective, vetoes)
+            _record(request, outcome, effective, self.metrics, self.decision_log)
+            return orjson.dumps(outcome.body)
+        except Exception:  # past a valid review, any failure admits the pod unchanged: never a 500
+            self.metrics.errors.labels("internal").inc()
+            log.exception("review failed open", extra={"uid": request.uid})
+            return orjson.dumps(failed_open(request, "ecr-ptc-webhook: internal error; pod admitted unchanged"))
 
     async def _verify(
         self, verifier: TargetVerifier, candidates: Sequence[Decision], deadline: float

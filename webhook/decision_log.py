@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 LOGGER: Final = "webhook.decisions"
 FLUSH_SECONDS: Final = 0.2
 BATCH_BYTES: Final = 64 * 1024
-RENDERED_TEMPLATES: Final = 1024
-"""Pod templates whose per-decision JSON is kept rendered; past that, the memo starts over."""
+RENDERED_BYTES: Final = 4 * 1024 * 1024
+"""Per-decision JSON kept rendered for reuse, in bytes; past that, the memo starts over. A review whose lines alone
+are over an eighth of it (a pod with thousands of containers or huge image strings) is rendered but not kept."""
 
 
 class DecisionLog:
@@ -51,10 +52,13 @@ class DecisionLog:
         self._logger = logging.getLogger(LOGGER)
         self._pending: list[bytes] = []
         self._size = 0
-        self._flush_scheduled = False
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        """The loop a flush is scheduled on, if any (a loop that ended with one scheduled is replaced by the next)."""
         self._second = -1
         self._head_prefix = b""
         self._rendered: dict[int, tuple[Sequence[Mapping[str, str | None]], tuple[bytes, ...]]] = {}
+        self.rendered_bytes = 0
+        """Bytes of per-decision JSON kept for reuse (at most :data:`RENDERED_BYTES`)."""
 
     @property
     def enabled(self) -> bool:
@@ -62,31 +66,37 @@ class DecisionLog:
         return self._logger.isEnabledFor(logging.INFO)
 
     def write(self, review: Mapping[str, str], decisions: Sequence[Mapping[str, str | None]]) -> None:
-        """Log one review: a line per decision, each with the ``review`` fields (uid, namespace, pod, mode) first."""
+        """Log one review: a line per decision, each with the ``review`` fields (uid, namespace, pod, mode) first.
+
+        Never raises: losing log lines must not fail an admission.
+        """
         if not decisions or not self._logger.isEnabledFor(logging.INFO):
             return
-        head = self._head() + (b"," + orjson.dumps(review)[1:-1] if review else b"")
-        lines = head + head.join(self._lines(decisions))  # head, line, head, line...: each line complete
+        try:
+            head = self._head() + (b"," + orjson.dumps(review)[1:-1] if review else b"")
+            lines = head + head.join(self._lines(decisions))  # head, line, head, line...: each line complete
+        except Exception as error:  # noqa: BLE001 - e.g. a value orjson cannot encode
+            logging.getLogger(__name__).warning("decision log line not written: %s", error)
+            return
         self._pending.append(lines)
         self._size += len(lines)
         if self._size >= self._batch_bytes:
             self.flush()
-        elif not self._flush_scheduled:
+        else:
             self._schedule_flush()
 
     def flush(self) -> None:
-        """Write what is pending now."""
-        self._flush_scheduled = False
+        """Write what is pending now. Never raises."""
         if not self._pending:
             return
         data = b"".join(self._pending)
         self._pending.clear()
         self._size = 0
-        stream = self._stream if self._stream is not None else sys.stderr.buffer
         try:
+            stream = self._stream if self._stream is not None else sys.stderr.buffer
             stream.write(data)
             stream.flush()
-        except (OSError, ValueError) as error:  # a closed or broken stderr must not fail an admission
+        except Exception as error:  # noqa: BLE001 - a closed, missing or odd stderr must not fail an admission
             logging.getLogger(__name__).warning("decision log lines lost: %s", error)
 
     def _schedule_flush(self) -> None:
@@ -95,8 +105,13 @@ class DecisionLog:
         except RuntimeError:  # not on an event loop (a script, a test): nothing would flush later
             self.flush()
             return
-        loop.call_later(self._flush_seconds, self.flush)
-        self._flush_scheduled = True
+        if self._timer_loop is not loop:
+            self._timer_loop = loop
+            loop.call_later(self._flush_seconds, self._flush_on_timer)
+
+    def _flush_on_timer(self) -> None:
+        self._timer_loop = None
+        self.flush()
 
     def _head(self) -> bytes:
         """``{"time":...,"level":"info","logger":...,"msg":"decision"`` for the current second."""
@@ -119,7 +134,11 @@ class DecisionLog:
         if found is not None and found[0] is decisions:
             return found[1]
         lines = tuple((b"," + orjson.dumps(decision)[1:] if decision else b"}") + b"\n" for decision in decisions)
-        if len(self._rendered) >= RENDERED_TEMPLATES:
-            self._rendered.clear()
-        self._rendered[id(decisions)] = (decisions, lines)
+        size = sum(len(line) for line in lines)
+        if size <= RENDERED_BYTES // 8:
+            if self.rendered_bytes + size > RENDERED_BYTES:
+                self._rendered.clear()
+                self.rendered_bytes = 0
+            self._rendered[id(decisions)] = (decisions, lines)
+            self.rendered_bytes += size
         return lines

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import functools
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypedDict, TypeGuard
 
@@ -146,7 +146,11 @@ def _slot_keys(spec: object, fields: tuple[ImageField, ...]) -> list[SlotKey]:
     return keys
 
 
-def pod_template_key(pod: Mapping[str, Any]) -> Hashable:
+TemplateKey = tuple[tuple[SlotKey, ...], tuple[object, ...]]
+"""A pod's image slots and annotation state: what :func:`plan_pod` reads (see :func:`pod_template_key`)."""
+
+
+def pod_template_key(pod: Mapping[str, Any]) -> TemplateKey:
     """Everything :func:`plan_pod` (without ``ephemeral_only``) reads from ``pod``, as one hashable value.
 
     Two pods with equal keys get equal plans from the same rules: the same slots (field, index, name, image) and the

@@ -16,31 +16,42 @@ import collections
 from typing import TYPE_CHECKING, Final
 
 from webhook.admission import Mode, Outcome, Review, review
-from webhook.patch import pod_template_key
+from webhook.patch import TemplateKey, pod_template_key
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable, Mapping
+    from collections.abc import Mapping
 
     from webhook.reasons import Reason
     from webhook.rules import Rules
 
 REVIEW_CACHE_SIZE: Final = 1024
 """Templates kept, least recently used dropped first: a cluster runs a few hundred distinct pod templates."""
+REVIEW_CACHE_BYTES: Final = 16 * 1024 * 1024
+"""What the kept answers may hold, estimated (:func:`_weight`): a 10-container pod's answer is about 15 KiB. An answer
+over a sixty-fourth of it (a pod with hundreds of containers or huge image strings) is never kept, so pods made to
+be large cannot fill the webhook's memory."""
+SLOT_OVERHEAD: Final = 1200
+"""Bytes per image slot beyond its strings: the key's tuple, the decision, the patch op and the log record (measured
+with tracemalloc: 20 KB held per cached 10-container template, its decision lines and decisions included)."""
 
 
 class ReviewCache:
     """A bounded LRU of review outcomes by (mode, pod template), for one rule set at a time."""
 
-    def __init__(self, maxsize: int = REVIEW_CACHE_SIZE) -> None:
-        """Keep at most ``maxsize`` answers."""
-        if maxsize < 1:
-            raise ValueError("maxsize must be at least 1")
+    def __init__(self, maxsize: int = REVIEW_CACHE_SIZE, max_bytes: int = REVIEW_CACHE_BYTES) -> None:
+        """Keep at most ``maxsize`` answers, of at most ``max_bytes`` in all (estimated)."""
+        if maxsize < 1 or max_bytes < 1:
+            raise ValueError("maxsize and max_bytes must be at least 1")
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
         """Reviews answered from the cache, and reviews that filled it (uncacheable ones count as neither)."""
+        self.bytes = 0
+        """What the kept answers hold, estimated."""
         self._rules: Rules | None = None
-        self._outcomes: collections.OrderedDict[tuple[Mode, Hashable], Outcome] = collections.OrderedDict()
+        self._outcomes: collections.OrderedDict[tuple[Mode, TemplateKey], tuple[Outcome, int]]
+        self._outcomes = collections.OrderedDict()
 
     def __len__(self) -> int:
         """How many answers are kept."""
@@ -52,21 +63,38 @@ class ReviewCache:
             return review(request, rules, mode, vetoes)
         if rules is not self._rules:
             self._outcomes.clear()
+            self.bytes = 0
             self._rules = rules
-        key = (mode, pod_template_key(request.object))
-        template = self._outcomes.get(key)
-        if template is not None:
+        template = pod_template_key(request.object)
+        key = (mode, template)
+        found = self._outcomes.get(key)
+        if found is not None:
             self.hits += 1
             self._outcomes.move_to_end(key)
-            return template.answering(request)
+            return found[0].answering(request)
         outcome = review(request, rules, mode)
-        if outcome.error is None:  # a failure is reported (logged, counted) each time it happens, never replayed
+        if outcome.error is not None:  # a failure is reported (logged, counted) each time it happens, never replayed
+            return outcome
+        weight = _weight(template, outcome)
+        if weight <= self.max_bytes // 64:
             self.misses += 1
-            self._outcomes[key] = outcome
-            if len(self._outcomes) > self.maxsize:
-                self._outcomes.popitem(last=False)
+            self._outcomes[key] = (outcome, weight)
+            self.bytes += weight
+            while len(self._outcomes) > self.maxsize or self.bytes > self.max_bytes:
+                _, (_, dropped) = self._outcomes.popitem(last=False)
+                self.bytes -= dropped
         return outcome
 
 
 def _is_pod_create(request: Review) -> bool:
     return request.operation == "CREATE" and not request.sub_resource and request.targets_pod
+
+
+def _weight(template: TemplateKey, outcome: Outcome) -> int:
+    """Bytes an answer holds, estimated: its strings (names, images, patch, warnings) and a fixed cost per slot."""
+    slots = template[0]
+    strings = sum(len(name) + 2 * len(image or "") for _, _, name, image in slots)
+    response = outcome.body["response"]
+    patch = len(response.get("patch", ""))
+    warnings = sum(len(warning) for warning in response.get("warnings", ()))
+    return strings + patch + warnings + SLOT_OVERHEAD * len(slots)

@@ -31,6 +31,9 @@ Action = Literal["rewrite", "skip"]
 
 DECISION_CACHE_SIZE: Final = 8192
 """Decisions kept per image string: pods of one cluster use a few hundred distinct images."""
+CACHED_IMAGE_LENGTH_MAX: Final = 1024
+"""Longer image strings (no valid reference is: name 255, tag 128, digest 135) are decided but not kept, so pods made
+with huge image strings cannot fill the cache's memory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,13 @@ class Rules:
         self.available_tiers = available_tiers
         self.registry = config.registry.lower()
         self._prefix_by_tier = {name: config.prefix_for(name) for name in config.tiers}
-        self.decide: Callable[[str], Decision] = functools.lru_cache(maxsize=DECISION_CACHE_SIZE)(self._decide)
+        cached = functools.lru_cache(maxsize=DECISION_CACHE_SIZE)(self._decide)
+
+        def decide(image: str) -> Decision:
+            return cached(image) if len(image) <= CACHED_IMAGE_LENGTH_MAX else self._decide(image)
+
+        self.decide: Callable[[str], Decision] = decide
+        """Decide for one image string; cached per string (see :data:`CACHED_IMAGE_LENGTH_MAX`)."""
 
     def _decide(self, image: str) -> Decision:
         """Decide for one image string (uncached; use :attr:`decide`)."""
