@@ -1,9 +1,10 @@
 """Admission throughput and latency: the webhook against a floor server on the same stack, driven by wrk and hey.
 
 The webhook runs as deployed (log level info: one JSON line per decision, here to /dev/null). The floor is uvicorn
-over the same TLS setup answering a constant AdmissionReview without parsing: the cost of
-HTTP + TLS alone. Both run as one process each (one replica), measured one after the other in one run, so the ratio
-webhook/floor is what to compare across machines. Prints one table row per case; the last line reads
+over the same TLS setup answering a constant AdmissionReview without parsing: the cost of HTTP + TLS alone. A second
+reference, "parse", is the floor that also decodes the body with orjson: what reading a review costs at all, the
+ceiling for any webhook on this stack. Each runs as one process (one replica), one after the other in one run, so the
+ratios to the floor are what to compare across machines. Prints one table row per case; the last line reads
 ``throughput ratio webhook/floor (10 containers): 0.NN``. Nothing here is a test: it only prints figures.
 
     hack/bench                         # the full run (about 2 minutes)
@@ -30,6 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -75,8 +78,9 @@ end
 """
 
 
-def floor_app() -> Asgi:
-    """An ASGI app that reads the body and answers a constant review: no JSON parsing, no decisions."""
+def floor_app(*, parse: bool = False) -> Asgi:
+    """An ASGI app that reads the body and answers a constant review: no decisions, and no JSON parsing unless
+    ``parse`` (then the body is decoded with orjson, as the webhook does, and thrown away)."""
     answer = json.dumps(
         {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": "x", "allowed": True}}
     ).encode()
@@ -85,9 +89,13 @@ def floor_app() -> Asgi:
         if scope["type"] != "http":
             return
         more = True
+        chunks = []
         while more:
             message = await receive()
+            chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
+        if parse:
+            orjson.loads(b"".join(chunks))
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": answer})
 
@@ -102,7 +110,7 @@ class Stack:
     loop: EventLoop = "auto"
 
 
-def serve_floor(port: int, cert: Path, key: Path, stack: Stack) -> None:
+def serve_floor(port: int, cert: Path, key: Path, stack: Stack, *, parse: bool = False) -> None:
     """Run the floor server (same uvicorn settings and TLS context as the webhook)."""
     import uvicorn  # noqa: PLC0415
 
@@ -111,7 +119,7 @@ def serve_floor(port: int, cert: Path, key: Path, stack: Stack) -> None:
 
     source = CertificateSource(cert, key)
     config = uvicorn.Config(
-        floor_app(),
+        floor_app(parse=parse),
         host="127.0.0.1",
         port=port,
         ssl_context_factory=lambda _c, _d: source.server_context(),
@@ -252,9 +260,10 @@ def write_bodies(work: Path, sizes: tuple[int, ...]) -> dict[int, Path]:
 
 def server_argv(name: str, port: int, files: CertificateFiles, stack: Stack) -> tuple[list[str], str]:
     """The command that starts ``name`` (floor or webhook) on ``port``, and its readiness path."""
-    if name == "floor":
+    if name in {"floor", "parse"}:
         floor = [sys.executable, __file__, "--floor", str(port), str(files.cert), str(files.key)]
-        return [*floor, "--http", stack.http, "--event-loop", stack.loop], "/healthz"
+        parse = ["--floor-parses"] if name == "parse" else []
+        return [*floor, *parse, "--http", stack.http, "--event-loop", stack.loop], "/healthz"
     executable = str(Path(sys.executable).parent / "ecr-ptc-webhook")
     return [
         executable,
@@ -328,10 +337,11 @@ def main() -> int:
         "--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="both servers' loop"
     )
     parser.add_argument("--floor", nargs=3, metavar=("PORT", "CERT", "KEY"), help=argparse.SUPPRESS)
+    parser.add_argument("--floor-parses", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     stack = Stack(args.http, args.event_loop)
     if args.floor:
-        serve_floor(int(args.floor[0]), Path(args.floor[1]), Path(args.floor[2]), stack)
+        serve_floor(int(args.floor[0]), Path(args.floor[1]), Path(args.floor[2]), stack, parse=args.floor_parses)
         return 0
     for tool in ("wrk", "hey"):
         if shutil.which(tool) is None:
@@ -358,7 +368,7 @@ def compare(files: CertificateFiles, stack: Stack, bodies: dict[int, Path], load
     results: dict[tuple[str, int], Result] = {}
     fixed: dict[str, tuple[float, float, int, float]] = {}
     print(f"{'server':8} {'containers':>10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'errors':>7}")
-    for name in ("floor", "webhook"):
+    for name in ("floor", "parse", "webhook"):
         with running(name, files, stack) as (port, pid):
             for size, body in bodies.items():
                 run_wrk(port, "/mutate", body, Load(load.script, 2, load.connections))  # warm-up
@@ -368,12 +378,16 @@ def compare(files: CertificateFiles, stack: Stack, bodies: dict[int, Path], load
                     f"{result.p999:>9.2f} {result.errors:>7}",
                     flush=True,
                 )
-            fixed[name] = (*run_hey(port, "/mutate", bodies[10], load.duration, rate), peak_rss_mib(pid))
+            if name != "parse":
+                fixed[name] = (*run_hey(port, "/mutate", bodies[10], load.duration, rate), peak_rss_mib(pid))
     for name, (p50, p99, errors, peak) in fixed.items():
         print(
             f"{name}: {rate} req/s fixed rate, 10 containers: p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
             f"errors {errors}; peak RSS {peak:.0f} MiB"
         )
+    for size in sorted(bodies):
+        ratio = results["parse", size].rps / results["floor", size].rps
+        print(f"throughput ratio parse-only/floor ({size} containers): {ratio:.2f}  (the ceiling for any webhook)")
     for size in sorted(bodies, key=lambda size: size == 10):
         ratio = results["webhook", size].rps / results["floor", size].rps
         print(f"throughput ratio webhook/floor ({size} containers): {ratio:.2f}")
