@@ -17,17 +17,8 @@ RESOLUTION = 0.02
 
 
 async def read_within(deadlines: Deadlines, seconds: float, read: Callable[[], Awaitable[str]]) -> str:
-    """The bracket the app uses around reading a body."""
     loop = asyncio.get_running_loop()
-    task = deadlines.watch(loop, loop.time() + seconds)
-    try:
-        return await read()
-    except asyncio.CancelledError:
-        if deadlines.release(task):
-            raise TimeoutError from None
-        raise
-    finally:
-        deadlines.release(task)
+    return await deadlines.within(loop, loop.time() + seconds, read())
 
 
 async def after(seconds: float, value: str = "body") -> str:

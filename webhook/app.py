@@ -125,15 +125,7 @@ class WebhookApp:
             headers = dict(scope["headers"])
             loop = asyncio.get_running_loop()
             deadline = loop.time() + _deadline(scope.get("query_string", b"")) * DEADLINE_MARGIN
-            task = self._deadlines.watch(loop, deadline)
-            try:
-                raw = await _read_body(headers, receive, self._body_limit)
-            except asyncio.CancelledError:
-                if self._deadlines.release(task):
-                    raise TimeoutError from None
-                raise
-            finally:
-                self._deadlines.release(task)
+            raw = await self._deadlines.within(loop, deadline, _read_body(headers, receive, self._body_limit))
             body = await self._answer(raw, mode, deadline)
         except AdmissionError as error:
             metrics.errors.labels("bad_request").inc()

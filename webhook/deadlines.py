@@ -7,23 +7,18 @@ registered, cancels the tasks whose deadline has passed; the request turns that 
 A deadline is therefore met up to :data:`RESOLUTION` late: the app aims at 90% of the API server's timeout, and the
 API server's shortest timeout is 1 s, so an answer still comes in time.
 
-Use from one event loop's thread at a time::
-
-    task = deadlines.watch(loop, deadline)
-    try:
-        body = await read()  # no other await between watch() and release()
-    except asyncio.CancelledError:
-        if deadlines.release(task):
-            raise TimeoutError from None
-        raise
-    finally:
-        deadlines.release(task)
+Use from one event loop's thread at a time: ``body = await deadlines.within(loop, deadline, read())``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+from typing import TYPE_CHECKING, Final, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+T = TypeVar("T")
 
 RESOLUTION: Final = 0.05
 """Seconds between sweeps: how late a deadline may be enforced."""
@@ -43,6 +38,18 @@ class Deadlines:
     def __len__(self) -> int:
         """How many deadlines are watched."""
         return len(self._watched)
+
+    async def within(self, loop: asyncio.AbstractEventLoop, deadline: float, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` in the current task; ``TimeoutError`` if ``loop.time()`` passes ``deadline`` first."""
+        task = self.watch(loop, deadline)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if self.release(task):
+                raise TimeoutError from None
+            raise
+        finally:
+            self.release(task)
 
     def watch(self, loop: asyncio.AbstractEventLoop, deadline: float) -> asyncio.Task[object]:
         """Cancel the current task once ``loop.time()`` passes ``deadline``, unless it releases first."""
