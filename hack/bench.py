@@ -246,15 +246,17 @@ def run_hey(port: int, path: str, body: Path, duration: int, rate: int) -> tuple
     return float(p50.group(1)) * 1000, float(p99.group(1)) * 1000, errors
 
 
+def pod_images(size: int) -> list[str]:
+    """``size`` images for a benchmark pod: :data:`IMAGES`, then variants of them (distinct strings, same tiers)."""
+    return [IMAGES[i] if i < len(IMAGES) else IMAGES[i % len(IMAGES)].replace(":", f"-{i}:", 1) for i in range(size)]
+
+
 def write_bodies(work: Path, sizes: tuple[int, ...]) -> dict[int, Path]:
     """One API-server-shaped AdmissionReview per pod size, written to ``work``."""
     bodies = {}
     for size in sizes:
-        images = (
-            IMAGES[i] if i < len(IMAGES) else IMAGES[i % len(IMAGES)].replace(":", f"-{i}:", 1) for i in range(size)
-        )
         bodies[size] = work / f"review-{size}.json"
-        bodies[size].write_text(json.dumps(make_review(make_pod(*images))))
+        bodies[size].write_text(json.dumps(make_review(make_pod(*pod_images(size)))))
     return bodies
 
 

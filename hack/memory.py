@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from bench import CONFIG, IMAGES  # noqa: E402
+from bench import CONFIG, pod_images  # noqa: E402
 from reviews import make_pod, make_review  # noqa: E402
 
 from webhook import logs  # noqa: E402
@@ -41,8 +41,7 @@ from webhook.rules import Rules  # noqa: E402
 
 def review_bodies(count: int) -> list[bytes]:
     """``count`` reviews of one 10-container pod template, each with its own uid."""
-    images = [IMAGES[i] if i < len(IMAGES) else IMAGES[i % len(IMAGES)].replace(":", f"-{i}:", 1) for i in range(10)]
-    review = make_review(make_pod(*images))
+    review = make_review(make_pod(*pod_images(10)))
     bodies = []
     for _ in range(count):
         review["request"]["uid"] = str(uuid.uuid4())
