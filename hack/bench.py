@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
     from webhook.certs import CertificateFiles
-    from webhook.server import EventLoop
+    from webhook.serve.server import EventLoop
 
     Message = dict[str, Any]
     Receive = Callable[[], Awaitable[Message]]
@@ -114,8 +114,8 @@ def serve_floor(port: int, cert: Path, key: Path, stack: Stack, *, parse: bool =
     """Run the floor server (same uvicorn settings and TLS context as the webhook)."""
     import uvicorn  # noqa: PLC0415
 
-    from webhook.server import run_event_loop  # noqa: PLC0415
-    from webhook.tls import CertificateSource  # noqa: PLC0415
+    from webhook.serve.server import run_event_loop  # noqa: PLC0415
+    from webhook.serve.tls import CertificateSource  # noqa: PLC0415
 
     source = CertificateSource(cert, key)
     config = uvicorn.Config(

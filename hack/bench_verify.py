@@ -22,19 +22,19 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from cache.cache_support import PASSWORD, USERNAME, Certificates, FaultyRegistry, Registry, build_image
 from reviews import make_pod, make_review
-from verify.verify_support import PASSWORD, USERNAME, Certificates, FaultyRegistry, Registry, build_image
 
-from webhook.app import create_app
-from webhook.config import parse_config
-from webhook.registry_client import BasicAuth, RegistryClient
-from webhook.rules import Rules
-from webhook.verify import TargetVerifier, VerifySettings
+from webhook.cache.registry_client import BasicAuth, RegistryClient
+from webhook.cache.verify import TargetVerifier, VerifySettings
+from webhook.core.config import parse_config
+from webhook.core.rules import Rules
+from webhook.serve.app import create_app
 
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
 
-    from webhook.app import WebhookApp
+    from webhook.serve.app import WebhookApp
 
 
 async def admit(app: WebhookApp, body: bytes) -> float:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the real registry tools the verify tests run (idempotent; quick when present):
-#   docker-registry  the CNCF distribution registry (Debian package), started on loopback by tests/verify
+#   docker-registry  the CNCF distribution registry (Debian package), started on loopback by tests/cache
 #   skopeo           pushes the hand-built FROM-scratch OCI image into it
 #   apache2-utils    htpasswd, for the bcrypt line of the registry's basic auth (standing in for the ECR token)
 # All come from Debian's packages through apt-get; nothing else is downloaded.

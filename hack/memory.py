@@ -34,9 +34,9 @@ from bench import CONFIG, pod_images  # noqa: E402
 from reviews import make_pod, make_review  # noqa: E402
 
 from webhook import logs  # noqa: E402
-from webhook.app import WebhookApp, create_app  # noqa: E402
 from webhook.config import load_config  # noqa: E402
-from webhook.rules import Rules  # noqa: E402
+from webhook.core.rules import Rules  # noqa: E402
+from webhook.serve.app import WebhookApp, create_app  # noqa: E402
 
 
 def review_bodies(count: int) -> list[bytes]:

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 from integration.server import WebhookProcess  # noqa: E402
 from reviews import make_pod, make_review  # noqa: E402
 
-from webhook.app import BODY_LIMIT  # noqa: E402
 from webhook.certs import certificate_pem, generate_ca, generate_serving, key_pem  # noqa: E402
+from webhook.serve.app import BODY_LIMIT  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Callable

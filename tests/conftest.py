@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.config import Config, parse_config
-from webhook.rules import Rules
+from webhook.core.config import Config, parse_config
+from webhook.core.rules import Rules
 
 REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 

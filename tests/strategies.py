@@ -13,9 +13,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from webhook.patch import OPT_OUT_ANNOTATION, OPT_OUT_VALUE, ORIGINAL_IMAGES_ANNOTATION
-from webhook.reference import ImageReference
-from webhook.registries import (
+from webhook.core.patch import OPT_OUT_ANNOTATION, OPT_OUT_VALUE, ORIGINAL_IMAGES_ANNOTATION
+from webhook.core.reference import ImageReference
+from webhook.core.registries import (
     DOCKER_HUB_DOMAIN,
     DOCKER_HUB_LEGACY_DOMAIN,
     DOCKER_HUB_OFFICIAL_NAMESPACE,

@@ -5,9 +5,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from webhook.config import Config, load_config, parse_config
+from webhook.config import load_config
+from webhook.core.config import Config, parse_config
+from webhook.core.registries import TIERS
 from webhook.exceptions import ConfigError, WebhookError
-from webhook.registries import TIERS
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from webhook.reasons import REASON_DESCRIPTIONS, Reason
-from webhook.registries import TIERS
+from webhook.core.reasons import REASON_DESCRIPTIONS, Reason
+from webhook.core.registries import TIERS
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 

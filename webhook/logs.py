@@ -12,7 +12,10 @@ _STANDARD: Final = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"time", "level", "logger", "msg", ...extra}``, one line per record (decisions: ``webhook.decision_log``)."""
+    """``{"time", "level", "logger", "msg", ...extra}``, one line per record.
+
+    Decision lines are written by :mod:`webhook.serve.decision_log`, in the same shape.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         """Render one record as a JSON line."""

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from webhook.cli import main
-from webhook.config import parse_config
-from webhook.rules import Rules
+from webhook.core.config import parse_config
+from webhook.core.rules import Rules
 
 REPO: Final = Path(__file__).resolve().parents[2]
 FIXTURES: Final = Path(__file__).resolve().parent / "fixtures"

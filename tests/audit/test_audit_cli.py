@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from audit.audit_support import FIXTURES, REGISTRY, REPO, Cli, audit_rules, cli_fixture, write_config
 
-from webhook.audit import FIELDS
+from webhook.audit.report import FIELDS
 from webhook.cli import main
 
 APP = FIXTURES / "manifests" / "app"

@@ -20,8 +20,8 @@ import pytest
 import yaml
 from audit.audit_support import FIXTURES, REGISTRY, Cli, cli_fixture, write_config
 
-from webhook import cluster
-from webhook.cluster import ClusterError, Resource, connect, read_cluster
+from webhook.audit import cluster
+from webhook.audit.cluster import ClusterError, Resource, connect, read_cluster
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -335,7 +335,7 @@ def test_an_unreachable_api_server_is_one_clear_line(cli: Cli, kubeconfig: Path)
 
 
 def test_without_the_kubernetes_client_cluster_says_what_to_install(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(sys.modules, "webhook.cluster", raising=False)
+    monkeypatch.delitem(sys.modules, "webhook.audit.cluster", raising=False)
     for name in [name for name in sys.modules if name.partition(".")[0] == "kubernetes"]:
         monkeypatch.setitem(sys.modules, name, None)  # what `import kubernetes...` sees when it is not installed
     code, _, err = cli("audit", "--registry", REGISTRY, "--cluster")

@@ -13,7 +13,7 @@ from audit.audit_support import FIXTURES, REGISTRY, audit_rules
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webhook.manifests import (
+from webhook.audit.manifests import (
     ManifestError,
     _Unpaired,
     manifest_files,
@@ -24,7 +24,7 @@ from webhook.manifests import (
     unpair,
     write_atomic,
 )
-from webhook.workloads import workloads
+from webhook.core.workloads import workloads
 
 APP = FIXTURES / "manifests" / "app"
 REWRITTEN = FIXTURES / "rewritten" / "app"

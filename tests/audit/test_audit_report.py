@@ -6,7 +6,7 @@ from typing import Any
 
 from audit.audit_support import REGISTRY, audit_rules
 
-from webhook.audit import (
+from webhook.audit.report import (
     CHART_EXCLUDED_NAMESPACES,
     COVERAGE,
     FIELDS,
@@ -17,9 +17,9 @@ from webhook.audit import (
     occurrences,
     registry_of,
 )
-from webhook.patch import OPT_OUT_ANNOTATION, OPT_OUT_VALUE
-from webhook.reasons import Reason
-from webhook.workloads import workloads
+from webhook.core.patch import OPT_OUT_ANNOTATION, OPT_OUT_VALUE
+from webhook.core.reasons import Reason
+from webhook.core.workloads import workloads
 
 
 def deployment(name: str, *images: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:

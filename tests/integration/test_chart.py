@@ -28,8 +28,8 @@ from integration.server import WebhookProcess
 from repository import SERVE_ARGS, tool
 from reviews import make_pod, make_review
 
-from webhook.config import parse_config
-from webhook.registries import ECR_HOST_PATTERN, ECR_PREFIX_MAX, ECR_PREFIX_MIN, ECR_PREFIX_PATTERN, TIERS_BY_NAME
+from webhook.core.config import parse_config
+from webhook.core.registries import ECR_HOST_PATTERN, ECR_PREFIX_MAX, ECR_PREFIX_MIN, ECR_PREFIX_PATTERN, TIERS_BY_NAME
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

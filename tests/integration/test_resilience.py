@@ -18,7 +18,7 @@ import pytest
 from integration.server import WebhookProcess
 from reviews import make_pod, make_review
 
-from webhook.app import BODY_LIMIT
+from webhook.serve.app import BODY_LIMIT
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

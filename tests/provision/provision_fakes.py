@@ -4,15 +4,18 @@ with botocore's Stubber and moto), plus config builders shared by the provisione
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aws_sandbox import isolate_aws
 
-from webhook.provision.config import ProvisionConfig, parse_provision_config
+from webhook.provision.config import parse_provision_config
 from webhook.provision.errors import AwsError, ConflictError, ProvisionError, SecretError
 from webhook.provision.provisioner import Credential, RuleValidation
 from webhook.provision.resources import CacheRule, CreationTemplate, ObservedState, RegistryPolicy
+
+if TYPE_CHECKING:
+    from webhook.provision.settings import ProvisionConfig
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from provision.provision_fakes import ACCOUNT, REGION, REGISTRY, FakeEcr, good_credential, make_config, secret_arn
 
+from webhook.core.registries import TIERS
 from webhook.exceptions import ConfigError
 from webhook.provision import Provisioner, plan_apply, plan_destroy
 from webhook.provision.config import load_provision_config, parse_provision_config
@@ -26,7 +27,6 @@ from webhook.provision.desired import (
 from webhook.provision.errors import ConflictError, LocationError, SecretError
 from webhook.provision.policy import CACHE_ACTIONS, merge_policy, parse_policy
 from webhook.provision.resources import CacheRule, CreationTemplate, Location, ObservedState, RegistryPolicy
-from webhook.registries import TIERS
 
 LOCATION = Location(ACCOUNT, REGION)
 DOCKER_ARN = secret_arn("ecr-pullthroughcache/docker-hub")

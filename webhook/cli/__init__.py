@@ -3,6 +3,8 @@
 Each subcommand is a module of this package with a ``register(subparsers)`` function that adds its parser and sets
 ``run=function(args) -> exit code``; the commands are thin shells over the modules that do the work. Errors the
 package raises on purpose (:class:`~webhook.exceptions.WebhookError`) end as one line on stderr and exit code 2.
+
+The top of the layering (``.importlinter``): it may import every part; no part imports it.
 """
 
 from __future__ import annotations

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from webhook.config import Config, load_config
-from webhook.registries import TIERS_BY_NAME
+from webhook.config import load_config
+from webhook.core.registries import TIERS_BY_NAME
+
+if TYPE_CHECKING:
+    from webhook.core.config import Config
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:

@@ -1,7 +1,7 @@
 """``ecr-ptc-webhook audit``: what the webhook would do to a cluster's or to manifests' images, before enabling it.
 
-A thin shell: :mod:`webhook.manifests` or :mod:`webhook.cluster` read pod specs, :mod:`webhook.audit` decides and
-adds up. Nothing is changed, in the cluster or on disk.
+A thin shell: :mod:`webhook.audit.manifests` or :mod:`webhook.audit.cluster` read pod specs,
+:mod:`webhook.audit.report` decides and adds up. Nothing is changed, in the cluster or on disk.
 """
 
 from __future__ import annotations
@@ -13,19 +13,19 @@ import sys
 import tempfile
 from typing import IO, TYPE_CHECKING, Final
 
-from webhook.audit import CHART_EXCLUDED_NAMESPACES, FIELDS, Report, format_table, not_sent_reason, occurrences
+from webhook.audit.manifests import manifest_files, open_manifests
+from webhook.audit.report import CHART_EXCLUDED_NAMESPACES, FIELDS, Report, format_table, not_sent_reason, occurrences
 from webhook.cli._options import add_config_arguments, config_from_args
+from webhook.core.rules import Rules
+from webhook.core.workloads import workloads
 from webhook.exceptions import WebhookError
-from webhook.manifests import manifest_files, open_manifests
-from webhook.rules import Rules
-from webhook.workloads import workloads
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Iterator, Sequence
 
-    from webhook.audit import NotSent, Occurrence
-    from webhook.workloads import Workload
+    from webhook.audit.report import NotSent, Occurrence
+    from webhook.core.workloads import Workload
 
 EXIT_FAILED_CHECK: Final = 1
 SPOOL_IN_MEMORY: Final = 16 * 1024 * 1024
@@ -126,7 +126,7 @@ def _workloads(args: argparse.Namespace) -> Iterator[tuple[Workload, str | None,
     """
     if args.cluster:
         try:
-            from webhook.cluster import connect, read_cluster  # noqa: PLC0415 - the kubernetes client only when used
+            from webhook.audit.cluster import connect, read_cluster  # noqa: PLC0415 - the kubernetes client only when used
         except ImportError:
             raise WebhookError(
                 "--cluster needs the kubernetes client: pip install 'ecr-ptc-webhook[cluster]'"

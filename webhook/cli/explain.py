@@ -7,13 +7,13 @@ import sys
 from typing import TYPE_CHECKING
 
 from webhook.cli._options import add_config_arguments, config_from_args
-from webhook.reasons import REASON_DESCRIPTIONS
-from webhook.rules import Rules
+from webhook.core.reasons import REASON_DESCRIPTIONS
+from webhook.core.rules import Rules
 
 if TYPE_CHECKING:
     import argparse
 
-    from webhook.rules import Decision
+    from webhook.core.rules import Decision
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from webhook.audit.manifests import ManifestError, manifest_files, read_text, rewrite_text, write_atomic
 from webhook.cli._options import add_config_arguments, config_from_args
-from webhook.manifests import ManifestError, manifest_files, read_text, rewrite_text, write_atomic
-from webhook.rules import Rules
+from webhook.core.rules import Rules
 
 if TYPE_CHECKING:
     import argparse
 
-    from webhook.manifests import ManifestFile
+    from webhook.audit.manifests import ManifestFile
 
 EXIT_WOULD_CHANGE: Final = 1
 

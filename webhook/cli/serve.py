@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from webhook import logs
 from webhook.cli._options import add_config_arguments, config_from_args
-from webhook.server import DRAIN_TIMEOUT, MAX_CONCURRENCY, SHUTDOWN_LINGER, ServeSettings, run_event_loop, serve
-from webhook.tls import WATCH_INTERVAL
+from webhook.serve.server import DRAIN_TIMEOUT, MAX_CONCURRENCY, SHUTDOWN_LINGER, ServeSettings, run_event_loop, serve
+from webhook.serve.tls import WATCH_INTERVAL
 
 if TYPE_CHECKING:
     import argparse

@@ -10,10 +10,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from webhook.cli._options import add_config_arguments, config_from_args
-from webhook.discovery import RuleDiscovery, RulesUnavailableError
-from webhook.exceptions import ConfigError
-from webhook.registry_client import (
+from webhook.cache.discovery import RuleDiscovery, RulesUnavailableError
+from webhook.cache.registry_client import (
     ENV_CA_FILE,
     EcrImageIndex,
     RegistryClient,
@@ -21,15 +19,17 @@ from webhook.registry_client import (
     registry_id_of,
     token_source_for,
 )
-from webhook.rules import Rules
-from webhook.warm import DEFAULT_CONCURRENCY, Cache, read_image_list, summary, warm
+from webhook.cache.warm import DEFAULT_CONCURRENCY, Cache, read_image_list, summary, warm
+from webhook.cli._options import add_config_arguments, config_from_args
+from webhook.core.rules import Rules
+from webhook.exceptions import ConfigError
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable
 
-    from webhook.config import Config
-    from webhook.warm import WarmResult
+    from webhook.cache.warm import WarmResult
+    from webhook.core.config import Config
 
 WARM_TIMEOUT = 30.0
 """Seconds one manifest fetch may take: a pull-through cache may be fetching from a slow upstream."""

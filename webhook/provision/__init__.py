@@ -7,8 +7,12 @@
     provisioner = Provisioner(AwsBackend.from_session(session(None, locate(config.webhook).region)), config)
     print(provisioner.plan().summary())
 
-Importing this package never imports :mod:`webhook.config` at run time, so ``webhook.config`` may itself import
-:class:`ProvisionSettings` (``webhook.provision.config``, which reads the file, is imported on its own).
+The provisioner owns the ``provision:`` section of the config file: the webhook's model carries it as opaque data,
+and :mod:`webhook.provision.config` (which reads the file, imported on its own) validates it.
+
+Part of the layering (``.importlinter``): may import :mod:`webhook.core` and the shared modules (``config``,
+``exceptions``); never :mod:`webhook.serve`, :mod:`webhook.cache`, :mod:`webhook.audit` or :mod:`webhook.cli`.
+Everything but ``aws`` (boto3) and ``config`` (files) is pure.
 """
 
 from __future__ import annotations

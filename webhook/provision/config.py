@@ -7,29 +7,20 @@ file is what both the chart and the ECR side are built from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
 
-from webhook.config import Config, parse_config
+from webhook.core.config import parse_config
 from webhook.exceptions import ConfigError
-from webhook.provision.settings import ProvisionSettings
+from webhook.provision.settings import ProvisionConfig, ProvisionSettings
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
 SECTION = "provision"
-
-
-@dataclass(frozen=True, slots=True)
-class ProvisionConfig:
-    """The webhook's config and the ``provision:`` section of the same file."""
-
-    webhook: Config
-    settings: ProvisionSettings
 
 
 def load_provision_config(path: Path) -> ProvisionConfig:

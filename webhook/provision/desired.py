@@ -10,15 +10,15 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Final
 
+from webhook.core.registries import ECR_HOST_PATTERN, TIERS_BY_NAME, Tier
 from webhook.provision.errors import LocationError, SecretError
 from webhook.provision.policy import node_role_policy, registry_statements, webhook_role_policy
 from webhook.provision.resources import PULL_THROUGH_CACHE, CacheRule, CreationTemplate, DesiredState, Location
-from webhook.registries import ECR_HOST_PATTERN, TIERS_BY_NAME, Tier
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from webhook.config import Config
+    from webhook.core.config import Config
     from webhook.provision.settings import ProvisionSettings
 
 MANAGED_BY: Final = "Managed by ecr-ptc-webhook"

@@ -18,8 +18,8 @@ from webhook.provision.resources import CacheRule, CreationTemplate, RegistryPol
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from webhook.provision.config import ProvisionConfig
     from webhook.provision.resources import DesiredState, Location, ObservedState
+    from webhook.provision.settings import ProvisionConfig
 
 AWS_MANAGED_SECRET_KEYS: Final = frozenset({"alias/aws/secretsmanager"})
 CREDENTIAL_KEYS: Final = ("username", "accessToken")

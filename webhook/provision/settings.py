@@ -7,11 +7,15 @@ this section adds only what the webhook never needs: credential secrets, image l
 from __future__ import annotations
 
 import re
-from typing import Final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from webhook.registries import TIERS_BY_NAME
+from webhook.core.registries import TIERS_BY_NAME
+
+if TYPE_CHECKING:
+    from webhook.core.config import Config
 
 CREDENTIAL_SECRET_PREFIX: Final = "ecr-pullthroughcache/"  # noqa: S105 - a name prefix, not a secret
 """ECR only accepts credential secrets whose name starts with this."""
@@ -115,3 +119,11 @@ class ProvisionSettings(BaseModel):
                 "give it (see docs/provision.md); set it or drop `tags`"
             )
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionConfig:
+    """The webhook's config and the ``provision:`` section of the same file (see :mod:`webhook.provision.config`)."""
+
+    webhook: Config
+    settings: ProvisionSettings

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from webhook.config import Config
+    from webhook.core.config import Config
 
 NOT_CHART_VALUES: Final = frozenset({"provision"})
 """Config fields the chart does not take: the ``provision:`` section is for this command only."""

@@ -1,0 +1,150 @@
+"""The one decision function: what happens to an image, and why.
+
+``/mutate``, ``/audit``, ``explain``, ``audit`` and ``rewrite`` all call :meth:`Rules.decide`; nothing else decides.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal
+
+from webhook.core.reasons import Reason
+from webhook.core.reference import ImageReference, parse
+from webhook.core.registries import (
+    ECR_HOST_PATTERN,
+    ECR_REPOSITORY_NAME_MAX,
+    EKS_ADDON_ACCOUNTS,
+    PUBLIC_ECR_HOST,
+    TIER_BY_HOST,
+    UNSUPPORTED_UPSTREAM_HOSTS,
+    UNSUPPORTED_UPSTREAM_SUFFIXES,
+)
+from webhook.exceptions import InvalidReferenceError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from webhook.core.config import Config
+
+Action = Literal["rewrite", "skip"]
+
+DECISION_CACHE_SIZE: Final = 8192
+"""Decisions kept per image string: pods of one cluster use a few hundred distinct images."""
+CACHED_IMAGE_LENGTH_MAX: Final = 1024
+"""Longer image strings (no valid reference is: name 255, tag 128, digest 135) are decided but not kept, so pods made
+with huge image strings cannot fill the cache's memory."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What happens to one image: ``rewrite`` to ``result``, or ``skip`` (``result`` is the image unchanged)."""
+
+    image: str
+    action: Action
+    result: str
+    reason: Reason
+    tier: str | None = None
+
+    @property
+    def rewrites(self) -> bool:
+        """Whether the image changes."""
+        return self.action == "rewrite"
+
+    def as_dict(self) -> dict[str, str | None]:
+        """The stable wire form used by `explain --output json`, audit and logs."""
+        return {
+            "image": self.image,
+            "action": self.action,
+            "result": self.result,
+            "reason": self.reason.value,
+            "tier": self.tier,
+        }
+
+
+def skip(image: str, reason: Reason, tier: str | None = None) -> Decision:
+    """A decision that leaves ``image`` as it is."""
+    return Decision(image=image, action="skip", result=image, reason=reason, tier=tier)
+
+
+class Rules:
+    """The rewrite rules compiled from a :class:`~webhook.config.Config`; decisions are cached per image string."""
+
+    def __init__(self, config: Config, available_tiers: frozenset[str] | None = None) -> None:
+        """Compile the enabled tiers and their prefixes from ``config``.
+
+        ``available_tiers``, when known (``rules: discover``), are the tiers whose pull-through cache rule exists
+        with the expected upstream and prefix; an enabled tier outside it is skipped with ``rule-missing``.
+        """
+        self.config = config
+        self.available_tiers = available_tiers
+        self.registry = config.registry.lower()
+        self._prefix_by_tier = {name: config.prefix_for(name) for name in config.tiers}
+        cached = functools.lru_cache(maxsize=DECISION_CACHE_SIZE)(self._decide)
+
+        def decide(image: str) -> Decision:
+            return cached(image) if len(image) <= CACHED_IMAGE_LENGTH_MAX else self._decide(image)
+
+        self.decide: Callable[[str], Decision] = decide
+        """Decide for one image string; cached per string (see :data:`CACHED_IMAGE_LENGTH_MAX`)."""
+
+    def _decide(self, image: str) -> Decision:
+        """Decide for one image string (uncached; use :attr:`decide`)."""
+        try:
+            reference = parse(image)
+        except InvalidReferenceError:
+            return skip(image, Reason.INVALID_REFERENCE)
+        return self.decide_reference(image, reference)
+
+    def decide_reference(self, image: str, reference: ImageReference) -> Decision:
+        """Decide for an already parsed reference (``image`` is the string as written)."""
+        host = reference.host
+        tier = TIER_BY_HOST.get(host)
+        skipped = _skip_reason_for_host(host, self.registry)
+        if skipped is not None or tier is None:
+            return skip(image, skipped or Reason.NO_RULE)
+        prefix = self._prefix_by_tier.get(tier.name)
+        skipped = self._skip_reason_for_tier(tier.name, prefix, reference)
+        if skipped is not None or prefix is None:
+            return skip(image, skipped or Reason.TIER_DISABLED, tier.name)
+        path = reference.path
+        if tier.official_namespace is not None and "/" not in path:
+            # `registry-1.docker.io/nginx` is not normalised by the grammar; Docker Hub means `library/nginx`.
+            path = f"{tier.official_namespace}/{path}"
+        repository = f"{prefix}/{path}"
+        result = f"{self.config.registry}/{repository}{reference.suffix}"
+        if len(repository) > ECR_REPOSITORY_NAME_MAX or not _points_at(result, self.config.registry):
+            return skip(image, Reason.NAME_TOO_LONG, tier.name)
+        return Decision(image=image, action="rewrite", result=result, reason=Reason.REWRITTEN, tier=tier.name)
+
+    def _skip_reason_for_tier(self, tier: str, prefix: str | None, reference: ImageReference) -> Reason | None:
+        """Why an image of a known tier stays put: tier off, its cache rule missing, or a digest we leave alone."""
+        if prefix is None:
+            return Reason.TIER_DISABLED
+        if self.available_tiers is not None and tier not in self.available_tiers:
+            return Reason.RULE_MISSING
+        if reference.digest is not None and self.config.digests == "skip":
+            return Reason.DIGEST_PINNED
+        return None
+
+
+def _skip_reason_for_host(host: str, registry: str) -> Reason | None:
+    """Registries that are never rewritten, whatever the tiers: AWS's own and those no cache can front."""
+    if host == registry:
+        return Reason.ALREADY_CACHED
+    if host == PUBLIC_ECR_HOST:
+        return Reason.PUBLIC_ECR
+    ecr = ECR_HOST_PATTERN.fullmatch(host)
+    if ecr is not None:
+        return Reason.EKS_ADDON_REGISTRY if ecr.group("account") in EKS_ADDON_ACCOUNTS else Reason.ECR_REGISTRY
+    if host in UNSUPPORTED_UPSTREAM_HOSTS or host.endswith(UNSUPPORTED_UPSTREAM_SUFFIXES):
+        return Reason.UPSTREAM_UNSUPPORTED
+    return None
+
+
+def _points_at(reference: str, registry: str) -> bool:
+    """Whether a rewritten reference parses, and to the cache registry (the guard on every rewrite)."""
+    try:
+        return parse(reference).domain == registry
+    except InvalidReferenceError:
+        return False

@@ -1,0 +1,265 @@
+"""The HTTP app: admission endpoints, health, metrics. Decoding and encoding here; deciding in ``admission``.
+
+Before decoding, as controller-runtime's ``http.go`` does: a body over the limit is refused while it is read (413,
+never buffered whole), an empty body or a wrong content type is a 400. ``POST /mutate`` and ``POST /audit`` take a
+lean path, raw ASGI and orjson, in front of FastAPI: FastAPI's routing, middleware and request objects cost more
+than deciding a pod. Everything else (health, readiness, metrics, 404s) is served by FastAPI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any, Final, Protocol
+from urllib.parse import parse_qs
+
+import orjson
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from webhook.core.admission import Mode, Outcome, Review, failed_open, parse_review, review
+from webhook.core.reasons import Reason
+from webhook.core.review_cache import ReviewCache
+from webhook.exceptions import AdmissionError
+from webhook.serve.deadlines import Deadlines
+from webhook.serve.decision_log import DecisionLog
+from webhook.serve.metrics import Metrics
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from webhook.core.rules import Decision, Rules
+
+log = logging.getLogger("webhook.decisions")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Health = Callable[[], tuple[bool, str]]
+
+BODY_LIMIT: Final = 3 * 1024 * 1024
+"""The API server's own limit on an AdmissionReview body."""
+DEFAULT_DEADLINE: Final = 10.0
+"""Seconds allowed when the API server sends no ``?timeout=`` (its default webhook timeout)."""
+DEADLINE_MARGIN: Final = 0.9
+"""Answer within 90% of the API server's timeout, leaving it time to read the answer."""
+ADMISSION_PATHS: Final[dict[str, Mode]] = {"/mutate": Mode.MUTATE, "/audit": Mode.AUDIT}
+_JSON_HEADERS: Final = [(b"content-type", b"application/json")]
+_JSON_CLOSE_HEADERS: Final = [*_JSON_HEADERS, (b"connection", b"close")]
+_DURATION: Final = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?(?:ns|us|µs|ms|s|m|h))+")
+_DURATION_PART: Final = re.compile(r"([0-9]+(?:\.[0-9]*)?)(ns|us|µs|ms|s|m|h)")
+_SECONDS: Final = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class TargetVerifier(Protocol):
+    """Checks rewrites against the cache before they are made (``verify: true``); see ``webhook.cache.verify``."""
+
+    async def vetoes(self, decisions: Sequence[Decision]) -> Mapping[str, Reason]:
+        """Image -> reason for each rewrite that must not happen; answers within its own time budget."""
+        ...
+
+
+def _always_ready() -> tuple[bool, str]:
+    return True, "ok"
+
+
+def parse_timeout(raw: str | None) -> float:
+    """Seconds from a Go duration such as the API server's ``?timeout=10s``; the default when absent or odd."""
+    if not raw or not _DURATION.fullmatch(raw):
+        return DEFAULT_DEADLINE
+    seconds = sum(float(number) * _SECONDS[unit] for number, unit in _DURATION_PART.findall(raw))
+    return seconds if seconds > 0 else DEFAULT_DEADLINE
+
+
+class WebhookApp:
+    """The ASGI app: the admission paths answered directly, the rest handed to FastAPI (``.api``)."""
+
+    def __init__(
+        self,
+        rules: Callable[[], Rules],
+        api: FastAPI,
+        metrics: Metrics,
+        body_limit: int,
+        verifier: TargetVerifier | None,
+    ) -> None:
+        """Wire the admission path to its collaborators; see :func:`create_app`."""
+        self.api = api
+        self.metrics = metrics
+        self.decision_log = DecisionLog()
+        """A line per image decision, to stderr in batches: the server flushes it when it stops."""
+        self._rules = rules
+        self._body_limit = body_limit
+        self._verifier = verifier
+        self._deadlines = Deadlines()
+        """The body must arrive within the API server's ``?timeout=`` (see ``webhook.serve.deadlines``)."""
+        self.reviews = ReviewCache()
+        """Answers per pod template (see ``webhook.core.review_cache``)."""
+        metrics.count_review_cache(self.reviews)
+        self.closing_connections = False
+        """Set while the server stops: each answer then closes its connection, so a client (the API server) opens
+        a new one for its next request instead of reusing one that is about to close under it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection scope."""
+        mode = ADMISSION_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if mode is None or scope["method"] != "POST":
+            await self.api(scope, receive, send)
+            return
+        status, body = await self.admit(scope, receive, mode)
+        headers = _JSON_CLOSE_HEADERS if self.closing_connections else _JSON_HEADERS
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def admit(self, scope: Scope, receive: Receive, mode: Mode) -> tuple[int, bytes]:
+        """Read, decide, encode: the status and body of one admission answer."""
+        metrics = self.metrics
+        path = scope["path"]
+        started = time.perf_counter()
+        status = 200
+        try:
+            headers = dict(scope["headers"])
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + _deadline(scope.get("query_string", b"")) * DEADLINE_MARGIN
+            raw = await self._deadlines.within(loop, deadline, _read_body(headers, receive, self._body_limit))
+            body = await self._answer(raw, mode, deadline)
+        except AdmissionError as error:
+            metrics.errors.labels("bad_request").inc()
+            status, body = error.status, _error(error.message)
+        except TimeoutError:
+            metrics.errors.labels("bad_request").inc()
+            status, body = 408, _error("request body not received within the API server's timeout")
+        metrics.observe_request(path, str(status), time.perf_counter() - started)
+        return status, body
+
+    async def _answer(self, raw: bytes, mode: Mode, deadline: float) -> bytes:
+        try:
+            decoded = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            raise AdmissionError(400, f"request body is not valid JSON: {error}") from None
+        request = parse_review(decoded)
+        try:
+            rules = self._rules()
+            effective = Mode.AUDIT if rules.config.dry_run else mode
+            outcome = self.reviews.review(request, rules, effective)
+            if self._verifier is not None and outcome.plan is not None and outcome.plan.rewrites:
+                candidates = [item.decision for item in outcome.plan.rewrites]
+                vetoes = await self._verify(self._verifier, candidates, deadline)
+                if vetoes:
+                    outcome = review(request, rules, effective, vetoes)
+            _record(request, outcome, effective, self.metrics, self.decision_log)
+            return orjson.dumps(outcome.body)
+        except Exception:  # past a valid review, any failure admits the pod unchanged: never a 500
+            self.metrics.errors.labels("internal").inc()
+            log.exception("review failed open", extra={"uid": request.uid})
+            return orjson.dumps(failed_open(request, "ecr-ptc-webhook: internal error; pod admitted unchanged"))
+
+    async def _verify(
+        self, verifier: TargetVerifier, candidates: Sequence[Decision], deadline: float
+    ) -> Mapping[str, Reason]:
+        """The verifier's vetoes, within the request's own deadline.
+
+        If the verifier fails or runs late, every rewrite is vetoed (the originals are kept): never a 500, and never
+        an answer after the API server gave up.
+        """
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await verifier.vetoes(candidates)
+        except Exception as error:  # noqa: BLE001 - a broken check must fail open like everything else
+            self.metrics.errors.labels("verify").inc()
+            detail = "request deadline reached" if isinstance(error, TimeoutError) else f"{type(error).__name__}"
+            log.warning("verify failed; keeping the original images", extra={"error": f"{detail}: {error}"})
+            return dict.fromkeys((decision.image for decision in candidates), Reason.VERIFY_FAILED)
+
+
+def create_app(
+    rules: Rules | Callable[[], Rules],
+    *,
+    metrics: Metrics | None = None,
+    readiness: Health = _always_ready,
+    body_limit: int = BODY_LIMIT,
+    verifier: TargetVerifier | None = None,
+) -> WebhookApp:
+    """The webhook app.
+
+    ``rules`` is the rule set, or a function returning the current one (``rules: discover`` swaps it);
+    ``readiness`` says whether to take traffic (certificate loaded, not draining); ``verifier`` checks rewrites
+    against the cache first.
+    """
+    metrics = metrics if metrics is not None else Metrics()
+    current_rules: Callable[[], Rules] = rules if callable(rules) else (lambda: rules)
+    api = FastAPI(title="ecr-ptc-webhook", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @api.get("/healthz")
+    async def healthz() -> Response:
+        """Liveness: the event loop answers."""
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @api.get("/readyz")
+    async def readyz() -> Response:
+        """Readiness: a certificate is loaded and the server is not draining."""
+        ready, detail = readiness()
+        body = orjson.dumps({"status": "ok" if ready else "unavailable", "detail": detail})
+        return Response(body, status_code=200 if ready else 503, media_type="application/json")
+
+    @api.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        """Prometheus text exposition."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return WebhookApp(current_rules, api, metrics, body_limit, verifier)
+
+
+@functools.lru_cache(maxsize=64)  # the API server sends the same `timeout=3s` every time
+def _deadline(query_string: bytes) -> float:
+    if not query_string:
+        return DEFAULT_DEADLINE
+    values = parse_qs(query_string.decode("latin-1")).get("timeout")
+    return parse_timeout(values[0] if values else None)
+
+
+async def _read_body(headers: dict[bytes, bytes], receive: Receive, limit: int) -> bytes:
+    raw_type = headers.get(b"content-type", b"")
+    if raw_type != b"application/json":  # what the API server sends; anything else is looked at closer
+        content_type = raw_type.decode("latin-1")
+        if content_type.partition(";")[0].strip().lower() != "application/json":
+            raise AdmissionError(400, f"content type {content_type!r} is not application/json")
+    declared = headers.get(b"content-length", b"")
+    if declared.isdigit() and int(declared) > limit:
+        raise AdmissionError(413, f"request body of {declared.decode()} bytes is over the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise AdmissionError(400, "client disconnected before sending the whole body")
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise AdmissionError(413, f"request body is over the {limit}-byte limit")
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    if size == 0:
+        raise AdmissionError(400, "request body is empty")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _record(request: Review, outcome: Outcome, mode: Mode, metrics: Metrics, decisions: DecisionLog) -> None:
+    if outcome.error is not None:
+        metrics.errors.labels("internal").inc()
+        log.error("review failed open", extra={"uid": request.uid, "error": outcome.error})
+    if outcome.plan is None:
+        return
+    metrics.count_decisions(outcome.plan.counts, mode.value)
+    if outcome.plan.decisions and decisions.enabled:
+        review = {"uid": request.uid, "namespace": request.namespace, "pod": request.name, "mode": mode.value}
+        decisions.write(review, outcome.plan.records)
+
+
+def _error(message: str) -> bytes:
+    return orjson.dumps({"error": message})

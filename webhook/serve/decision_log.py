@@ -1,0 +1,146 @@
+"""The decision log: one JSON line per image decision of every review, written in batches.
+
+Every pod the API server sends is logged, image by image, so this is the webhook's access log rather than a
+diagnostic: it is written the way access logs are. Each line is rendered with orjson, the part a pod template
+shares (container, original, result, action, reason, tier) once per template, and lines are written to stderr in
+batches, every :data:`FLUSH_SECONDS` or at :data:`BATCH_BYTES`, and when the server stops. Through ``logging``, a
+record per review cost more than the review itself (hack/bench). The lines read exactly like the other log lines
+(``webhook.logs``): ``{"time", "level", "logger": "webhook.decisions", "msg": "decision", "uid", ...}``.
+
+The ``webhook.decisions`` logger's level decides whether anything is written: ``--log-level warning`` turns the
+decision log off. A crash (SIGKILL, OOM) loses at most the last :data:`FLUSH_SECONDS` of lines; errors and warnings go
+through ``logging`` unbatched, so a decision line can follow a warning logged up to that long after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from typing import TYPE_CHECKING, BinaryIO, Final
+
+import orjson
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+LOGGER: Final = "webhook.decisions"
+_LOG_NAME: Final = "webhook.decision_log"
+"""This module's own warnings (a line not written); a stable name, as every logger name users filter on."""
+FLUSH_SECONDS: Final = 0.2
+BATCH_BYTES: Final = 64 * 1024
+RENDERED_BYTES: Final = 4 * 1024 * 1024
+"""Per-decision JSON kept rendered for reuse, in bytes; past that, the memo starts over. A review whose lines alone
+are over an eighth of it (a pod with thousands of containers or huge image strings) is rendered but not kept."""
+
+
+class DecisionLog:
+    """Batched JSON lines for the decisions of each review; used from the event loop's thread only."""
+
+    def __init__(
+        self,
+        stream: BinaryIO | None = None,
+        *,
+        flush_seconds: float = FLUSH_SECONDS,
+        batch_bytes: int = BATCH_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Write to ``stream`` (stderr's bytes by default), at least every ``flush_seconds``."""
+        self._stream = stream
+        self._flush_seconds = flush_seconds
+        self._batch_bytes = batch_bytes
+        self._clock = clock
+        self._logger = logging.getLogger(LOGGER)
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        """The loop a flush is scheduled on, if any (a loop that ended with one scheduled is replaced by the next)."""
+        self._second = -1
+        self._head_prefix = b""
+        self._rendered: dict[int, tuple[Sequence[Mapping[str, str | None]], tuple[bytes, ...]]] = {}
+        self.rendered_bytes = 0
+        """Bytes of per-decision JSON kept for reuse (at most :data:`RENDERED_BYTES`)."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether decisions are logged (the ``webhook.decisions`` logger's level is ``info`` or lower)."""
+        return self._logger.isEnabledFor(logging.INFO)
+
+    def write(self, review: Mapping[str, str], decisions: Sequence[Mapping[str, str | None]]) -> None:
+        """Log one review: a line per decision, each with the ``review`` fields (uid, namespace, pod, mode) first.
+
+        Never raises: losing log lines must not fail an admission.
+        """
+        if not decisions or not self._logger.isEnabledFor(logging.INFO):
+            return
+        try:
+            head = self._head() + (b"," + orjson.dumps(review)[1:-1] if review else b"")
+            lines = head + head.join(self._lines(decisions))  # head, line, head, line...: each line complete
+        except Exception as error:  # noqa: BLE001 - e.g. a value orjson cannot encode
+            logging.getLogger(_LOG_NAME).warning("decision log line not written: %s", error)
+            return
+        self._pending.append(lines)
+        self._size += len(lines)
+        if self._size >= self._batch_bytes:
+            self.flush()
+        else:
+            self._schedule_flush()
+
+    def flush(self) -> None:
+        """Write what is pending now. Never raises."""
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        self._size = 0
+        try:
+            stream = self._stream if self._stream is not None else sys.stderr.buffer
+            stream.write(data)
+            stream.flush()
+        except Exception as error:  # noqa: BLE001 - a closed, missing or odd stderr must not fail an admission
+            logging.getLogger(_LOG_NAME).warning("decision log lines lost: %s", error)
+
+    def _schedule_flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on an event loop (a script, a test): nothing would flush later
+            self.flush()
+            return
+        if self._timer_loop is not loop:
+            self._timer_loop = loop
+            loop.call_later(self._flush_seconds, self._flush_on_timer)
+
+    def _flush_on_timer(self) -> None:
+        self._timer_loop = None
+        self.flush()
+
+    def _head(self) -> bytes:
+        """``{"time":...,"level":"info","logger":...,"msg":"decision"`` for the current second."""
+        now = self._clock()
+        second = int(now)
+        if second != self._second:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))  # as logging.Formatter.formatTime
+            line = {"time": stamp, "level": "info", "logger": LOGGER, "msg": "decision"}
+            self._head_prefix = orjson.dumps(line)[:-1]
+            self._second = second
+        return self._head_prefix
+
+    def _lines(self, decisions: Sequence[Mapping[str, str | None]]) -> tuple[bytes, ...]:
+        """Each decision as the rest of a line (``,"container":...}`` and a newline), rendered once per object.
+
+        A cached review's decisions are one shared object (see ``webhook.core.review_cache``); the memo keeps a
+        reference to each so its id is not reused while it is in there.
+        """
+        found = self._rendered.get(id(decisions))
+        if found is not None and found[0] is decisions:
+            return found[1]
+        lines = tuple((b"," + orjson.dumps(decision)[1:] if decision else b"}") + b"\n" for decision in decisions)
+        size = sum(len(line) for line in lines)
+        if size <= RENDERED_BYTES // 8:
+            if self.rendered_bytes + size > RENDERED_BYTES:
+                self._rendered.clear()
+                self.rendered_bytes = 0
+            self._rendered[id(decisions)] = (decisions, lines)
+            self.rendered_bytes += size
+        return lines
