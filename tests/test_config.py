@@ -9,6 +9,7 @@ from webhook.config import load_config
 from webhook.core.config import Config, parse_config
 from webhook.core.registries import TIERS
 from webhook.exceptions import ConfigError, WebhookError
+from webhook.provision.config import parse_provision_config
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -417,3 +418,11 @@ def test_precedence_flags_beat_env_beat_file(tmp_path: Path) -> None:
 def test_flag_errors_are_config_errors() -> None:
     with pytest.raises(ConfigError, match=re.escape(f"unknown tier 'dockerhub'; {KNOWN_TIERS}")):
         load_config(overrides={"registry": REGISTRY, "tiers": ["dockerhub"]})
+
+
+def test_the_provision_section_is_the_provisioners_to_validate() -> None:
+    # The webhook carries `provision:` as opaque data; `ecr-ptc-webhook provision` owns and validates it.
+    data = {"registry": "123456789012.dkr.ecr.eu-west-1.amazonaws.com", "provision": {"lifecycleDayz": 30}}
+    assert parse_config(data).provision == {"lifecycleDayz": 30}
+    with pytest.raises(ConfigError, match=r"config key `provision.lifecycleDayz`: unknown key"):
+        parse_provision_config(data)

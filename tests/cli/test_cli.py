@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi.testclient import TestClient
+from repository import REPO
 from reviews import make_pod, make_review
 
 from webhook.cli import build_parser, main
@@ -13,9 +13,11 @@ from webhook.core.rules import Rules
 from webhook.serve.app import create_app
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pytest
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "config.yaml"
+EXAMPLE = REPO / "examples" / "config.yaml"
 IMAGES = [
     "quay.io/prometheus/node-exporter:v1.8.2",
     "nginx",
