@@ -233,6 +233,9 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
             ]
     if draw(st.booleans()):
         spec["volumes"] = [{"name": "v", "image": {"reference": draw(POD_IMAGES)}}, {"name": "e", "emptyDir": {}}]
+    secrets = draw(st.sampled_from([None, [], [{"name": "registry-robot"}]]))
+    if secrets is not None:
+        spec["imagePullSecrets"] = secrets  # `pullSecrets: keep` reads them; `[]` counts as none
     pod: dict[str, Any] = {"spec": spec}
     metadata = draw(
         st.sampled_from(

@@ -5,16 +5,22 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from webhook.core.reasons import REASON_DESCRIPTIONS, Reason
+from webhook.core.reasons import CHANGED_BY, DECISION_ORDER, REASON_DESCRIPTIONS, Reason
 from webhook.core.registries import TIERS
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
 
-def test_every_reason_code_is_documented_with_its_meaning() -> None:
-    rows = dict(re.findall(r"^\| `([a-z-]+)` \| (?:rewrite|skip) \| (.+?) \|$", README, re.MULTILINE))
-    assert rows == {reason.value: description for reason, description in REASON_DESCRIPTIONS.items()}
-    assert set(REASON_DESCRIPTIONS) == set(Reason)
+def test_every_reason_is_documented_in_the_order_it_is_checked_with_what_changes_it() -> None:
+    section = README.split("### What is never rewritten, and why", 1)[1]
+    rows = re.findall(r"^\| (\d+) \| `([a-z-]+)` \| (rewrite|skip) \| (.+?) \| (.+?) \|$", section, re.MULTILINE)
+    assert [int(number) for number, *_ in rows] == list(range(1, len(rows) + 1))
+    assert [reason for _, reason, *_ in rows] == [reason.value for reason in DECISION_ORDER]
+    assert set(DECISION_ORDER) == set(Reason) == set(REASON_DESCRIPTIONS) == set(CHANGED_BY)
+    for _, reason, action, meaning, changed_by in rows:
+        assert action == ("rewrite" if reason == Reason.REWRITTEN else "skip")
+        assert meaning == REASON_DESCRIPTIONS[Reason(reason)]
+        assert changed_by == (CHANGED_BY[Reason(reason)] or "-")
 
 
 def test_every_tier_is_documented_with_its_hosts_and_prefix() -> None:

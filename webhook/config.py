@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 ENV_PREFIX: Final = "ECR_PTC_WEBHOOK_"
 """Environment variables that override the file: ``ECR_PTC_WEBHOOK_REGISTRY``, ``..._TIERS`` (comma-separated),
 ``..._PREFIXES`` (``tier=prefix,...``), ``..._DRY_RUN`` (true/false), ``..._DIGESTS``, ``..._RULES``,
-``..._VERIFY`` (true/false)."""
+``..._VERIFY`` (true/false), ``..._PULL_SECRETS``, ``..._MOVING_TAGS``, ``..._EXCLUDE`` and ``..._INCLUDE``
+(comma-separated patterns)."""
 
 _ENV_KEYS: Final[dict[str, str]] = {
     "REGISTRY": "registry",
@@ -30,7 +31,12 @@ _ENV_KEYS: Final[dict[str, str]] = {
     "DIGESTS": "digests",
     "RULES": "rules",
     "VERIFY": "verify",
+    "PULL_SECRETS": "pullSecrets",
+    "MOVING_TAGS": "movingTags",
+    "EXCLUDE": "exclude",
+    "INCLUDE": "include",
 }
+_LIST_KEYS: Final = frozenset({"tiers", "exclude", "include"})
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
 
@@ -74,7 +80,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         if raw is None:
             continue
         variable = ENV_PREFIX + suffix
-        if key == "tiers":
+        if key in _LIST_KEYS:
             data[key] = [part.strip() for part in raw.split(",") if part.strip()]
         elif key == "prefixes":
             data[key] = _parse_prefixes(variable, raw)

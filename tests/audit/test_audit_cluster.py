@@ -331,7 +331,7 @@ def test_an_unreachable_api_server_is_one_clear_line(cli: Cli, kubeconfig: Path)
     config = write_config(kubeconfig.parent)
     code, _, err = cli("audit", "--config", str(config), "--cluster", "--kubeconfig", str(kubeconfig))  # elsewhere
     assert code == 2
-    assert err.startswith("ecr-ptc-webhook audit: cannot reach the API server to list replicationcontrollers: ")
+    assert err.startswith("ecr-ptc-webhook audit: cannot reach the API server to list serviceaccounts: ")
 
 
 def test_without_the_kubernetes_client_cluster_says_what_to_install(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -44,10 +44,11 @@ def test_explain_json_agrees_with_mutate(capsys: pytest.CaptureFixture[str]) -> 
     with TestClient(create_app(rules)) as client:
         warnings = client.post("/audit", json=body).json()["response"].get("warnings", [])
     rewrites = [f"{item['image']} -> {item['result']}" for item in explained if item["action"] == "rewrite"]
-    assert warnings == rewrites
+    kept = [f"{item['image']} stays on its upstream: {item['reason']} (`movingTags: keep`)" for item in explained[1:2]]
+    assert warnings == rewrites + kept
     assert [item["reason"] for item in explained] == [
         "rewritten",
-        "rewritten",
+        "moving-tag",
         "tier-disabled",
         "upstream-unsupported",
         "public-ecr",

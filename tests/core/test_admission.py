@@ -12,9 +12,9 @@ from webhook.core.admission import (
     WARNING_MAX,
     WARNINGS_TOTAL_MAX,
     Mode,
+    audit_warnings,
     parse_review,
     review,
-    would_rewrite_warnings,
 )
 from webhook.core.config import parse_config
 from webhook.core.patch import plan_pod
@@ -49,13 +49,14 @@ def test_no_patch_field_when_nothing_changes(rules: Rules) -> None:
 
 
 def test_audit_mode_warns_and_never_patches(rules: Rules) -> None:
-    outcome = review(parse_review(make_review(make_pod(QUAY, "busybox"))), rules, Mode.AUDIT)
+    outcome = review(parse_review(make_review(make_pod(QUAY, "busybox:1.36", "busybox"))), rules, Mode.AUDIT)
     response = outcome.body["response"]
     assert "patch" not in response
     assert "patchType" not in response
     assert response["warnings"] == [
         f"{QUAY} -> {REGISTRY}/quay/prometheus/node-exporter:v1.8.2",
-        f"busybox -> {REGISTRY}/docker-hub/library/busybox",
+        f"busybox:1.36 -> {REGISTRY}/docker-hub/library/busybox:1.36",
+        "busybox stays on its upstream: moving-tag (`movingTags: keep`)",
     ]
 
 
@@ -116,7 +117,7 @@ def test_unusable_reviews_are_400(body: object, message: str) -> None:
 
 
 def test_unexpected_errors_fail_open_keeping_the_uid(rules: Rules, monkeypatch: pytest.MonkeyPatch) -> None:
-    def explode(image: str) -> None:
+    def explode(image: str, *_: object) -> None:
         raise RuntimeError(image)
 
     monkeypatch.setattr(rules, "decide", explode)
@@ -132,7 +133,7 @@ def test_warnings_stay_within_the_api_servers_limits(rules: Rules) -> None:
     long_path = "/".join(["component"] * 20)
     pod = make_pod(*[f"quay.io/{long_path}/app{i}:v1" for i in range(60)])
     plan = plan_pod(pod, rules)
-    warnings = would_rewrite_warnings(plan.rewrites)
+    warnings = audit_warnings(plan.decisions)
     assert all(len(warning) <= WARNING_MAX for warning in warnings)
     assert sum(len(warning) for warning in warnings) <= WARNINGS_TOTAL_MAX
     assert "more would-be rewrites" in warnings[-1]

@@ -185,8 +185,8 @@ def test_patches_apply_change_only_images_and_are_idempotent(rules: Rules, pod: 
 
 
 def test_vetoed_rewrites_are_skipped_with_the_veto_reason(rules: Rules) -> None:
-    pod = make_pod(QUAY, "nginx")
-    plan = plan_pod(pod, rules, vetoes={"nginx": Reason.VERIFY_FAILED})
+    pod = make_pod(QUAY, "nginx:1.27")
+    plan = plan_pod(pod, rules, vetoes={"nginx:1.27": Reason.VERIFY_FAILED})
     assert [(item.decision.reason, item.decision.tier) for item in plan.decisions] == [
         (Reason.REWRITTEN, "quay"),
         (Reason.VERIFY_FAILED, "docker-hub"),

@@ -49,7 +49,11 @@ def near_duplicates(draw: st.DrawFn, pod: dict[str, Any]) -> dict[str, Any]:
     variant = copy.deepcopy(pod)
     spec = variant["spec"]
     containers = [(field, item) for field in SLOT_FIELDS for item in spec.get(field, [])]
-    change = draw(st.sampled_from(["image", "name", "order", "move", "odd-image", "shift", "annotations", "unrelated"]))
+    kinds = ["image", "name", "order", "move", "odd-image", "shift", "annotations", "pull-secrets", "unrelated"]
+    change = draw(st.sampled_from(kinds))
+    if change == "pull-secrets":  # the pod gains, loses or empties its imagePullSecrets
+        spec["imagePullSecrets"] = draw(st.sampled_from([[], [{"name": "registry-robot"}], [{"name": "other"}]]))
+        return variant
     if change == "annotations" or not containers:
         metadata = variant.get("metadata")
         annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
@@ -208,7 +212,7 @@ def test_only_pod_creations_are_cached(rules: Rules, operation: str, sub_resourc
 
 
 def test_a_review_that_failed_open_is_not_replayed(rules: Rules, monkeypatch: pytest.MonkeyPatch) -> None:
-    def explode(image: str) -> None:
+    def explode(image: str, *_: object) -> None:
         raise RuntimeError(image)
 
     cache = ReviewCache()

@@ -20,7 +20,9 @@ SHA256 = "sha256:" + "a" * 64
 
 
 def make_rules(**config: Any) -> Rules:
-    return Rules(parse_config({"registry": REGISTRY, "tiers": ALL_TIERS, **config}))
+    """Every tier enabled; ``movingTags: rewrite`` unless given, so that the grammar and prefix tests can use every
+    spelling, tagged or not (the policies have their own tests, in test_policies.py)."""
+    return Rules(parse_config({"registry": REGISTRY, "tiers": ALL_TIERS, "movingTags": "rewrite", **config}))
 
 
 RULES = make_rules()
@@ -125,8 +127,8 @@ def test_every_eks_addon_account_is_skipped() -> None:
 
 def test_tier_disabled_names_the_tier() -> None:
     rules = Rules(parse_config({"registry": REGISTRY}))  # the default tiers: quay, k8s
-    assert rules.decide("quay.io/org/app").reason is Reason.REWRITTEN
-    assert rules.decide("registry.k8s.io/pause").reason is Reason.REWRITTEN
+    assert rules.decide("quay.io/org/app:v1").reason is Reason.REWRITTEN
+    assert rules.decide("registry.k8s.io/pause:3.10").reason is Reason.REWRITTEN
     for image, tier in [
         ("nginx", "docker-hub"),
         ("registry-1.docker.io/library/nginx", "docker-hub"),
@@ -145,8 +147,8 @@ def test_configured_prefixes_are_used() -> None:
 
 def test_registry_is_written_as_configured_and_recognised_in_any_case() -> None:
     rules = Rules(parse_config({"registry": REGISTRY.upper()}))
-    result = rules.decide("quay.io/org/app").result
-    assert result == f"{REGISTRY.upper()}/quay/org/app"
+    result = rules.decide("quay.io/org/app:v1").result
+    assert result == f"{REGISTRY.upper()}/quay/org/app:v1"
     assert rules.decide(result).reason is Reason.ALREADY_CACHED
     assert rules.decide(f"{REGISTRY}/quay/org/app").reason is Reason.ALREADY_CACHED
 
@@ -209,7 +211,7 @@ def test_decision_cache_returns_the_same_decision() -> None:
     rules = make_rules()
     first = rules.decide("quay.io/org/app:v1")
     assert rules.decide("quay.io/org/app:v1") is first
-    assert rules._decide("quay.io/org/app:v1") == first
+    assert rules._decide("quay.io/org/app:v1", pull_secrets=False) == first
     # the cache is per image string: a different spelling is a different entry with its own `image`
     other = rules.decide("QUAY.IO/org/app:v1")
     assert other.image == "QUAY.IO/org/app:v1"
@@ -264,7 +266,7 @@ def test_decide_never_raises(image: str) -> None:
     decision = RULES.decide(image)
     assert decision.image == image
     assert decision is RULES.decide(image)
-    assert decision == RULES._decide(image)
+    assert decision == RULES._decide(image, pull_secrets=False)
     if decision.rewrites:
         assert parse(decision.result).domain == REGISTRY
         assert RULES.decide(decision.result).reason is Reason.ALREADY_CACHED

@@ -30,6 +30,7 @@ from reviews import make_pod, make_review
 
 from webhook.core.config import parse_config
 from webhook.core.registries import ECR_HOST_PATTERN, ECR_PREFIX_MAX, ECR_PREFIX_MIN, ECR_PREFIX_PATTERN, TIERS_BY_NAME
+from webhook.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -290,7 +291,20 @@ def test_failure_policy_fail_needs_more_than_one_replica() -> None:
 def test_config_map_is_the_webhook_config_from_the_top_level_values(values: Path) -> None:
     config = yaml.safe_load(one(render_ci(values.name), "ConfigMap")["data"]["config.yaml"])
     chosen = chart_values(values.name)
-    keys = ("registry", "tiers", "dryRun", "digests", "rules", "rulesRefreshSeconds", "verify", "verifyBudgetSeconds")
+    keys = (
+        "registry",
+        "tiers",
+        "dryRun",
+        "digests",
+        "pullSecrets",
+        "movingTags",
+        "exclude",
+        "include",
+        "rules",
+        "rulesRefreshSeconds",
+        "verify",
+        "verifyBudgetSeconds",
+    )
     expected = {key: chosen[key] for key in keys}
     if chosen["prefixes"]:
         expected["prefixes"] = chosen["prefixes"]
@@ -351,6 +365,13 @@ def test_schema_patterns_are_the_webhooks_registry_facts() -> None:
         (["--set", "webhook.failurePolicy=Never"], "at '/webhook/failurePolicy'"),
         (["--set", "webhook.timeoutSeconds=31"], "at '/webhook/timeoutSeconds'"),
         (["--set", "dryrun=true"], "additional properties 'dryrun' not allowed"),
+        (["--set", "pullSecrets=skip"], "at '/pullSecrets': value must be one of 'keep', 'rewrite'"),
+        (["--set", "movingTags=true"], "at '/movingTags'"),
+        (["--set", "exclude=quay.io/acme/**"], "at '/exclude': got string, want array"),
+        (["--set", "exclude={quay.io/acme/app:v1}"], "at '/exclude/0'"),
+        (["--set", "include={https://quay.io/acme}"], "at '/include/0'"),
+        (["--set", "exclude={nginx@sha256:abc}"], "at '/exclude/0'"),
+        (["--set-json", 'exclude=["quay.io//x"]'], "at '/exclude/0'"),
     ],
 )
 def test_the_schema_rejects_bad_values_with_a_message_naming_the_key(args: list[str], message: str) -> None:
@@ -902,3 +923,13 @@ def test_the_webhook_started_from_the_rendered_config_answers_as_the_chart_wires
                 assert any(UPSTREAM_IMAGE in w and rewritten in w for w in response["warnings"]), response
     expected_mutate = not chart_values(values)["dryRun"]
     assert (wired["enabled"] == "/mutate") is expected_mutate
+
+
+def test_an_invalid_pattern_the_schema_lets_through_stops_the_webhook_at_start_up() -> None:
+    # The schema checks the shape; the webhook compiles each pattern, so unbalanced brackets fail at start-up with a
+    # message that names the key and the pattern (the pods crash-loop, never admit with a broken filter).
+    manifests = render("--set", f"registry={REGISTRY}", "--set", "exclude={quay.io/acme/[abc}")
+    config = yaml.safe_load(one(manifests, "ConfigMap")["data"]["config.yaml"])
+    assert config["exclude"] == ["quay.io/acme/[abc"]
+    with pytest.raises(ConfigError, match=r"config key `exclude`: pattern 'quay.io/acme/\[abc': unbalanced brackets"):
+        parse_config(config)

@@ -74,6 +74,10 @@ def test_values_carry_every_webhook_key_the_chart_renders(tmp_path: Path, capsys
         "prefixes": {"quay": "quay", "docker-hub": "dockerhub"},
         **webhook,
         "verifyBudgetSeconds": 0.25,
+        "pullSecrets": "keep",
+        "movingTags": "keep",
+        "exclude": [],
+        "include": [],
     }
     assert set(values) == configmap_keys()
     validate_against_chart_schema(values)

@@ -128,6 +128,20 @@ def resources(client: ApiClient) -> tuple[Resource, ...]:
     )
 
 
+def read_service_accounts(client: ApiClient, namespace: str | None = None, page_size: int = PAGE_SIZE) -> Iterator[Any]:
+    """Every ServiceAccount (raw JSON), for the ``imagePullSecrets`` the API server gives the pods that run as one."""
+    core = CoreV1Api(client)
+    resource = Resource(
+        "ServiceAccount",
+        "serviceaccounts",
+        core.list_service_account_for_all_namespaces,
+        core.list_namespaced_service_account,
+    )
+    for item in _list(resource, namespace, page_size):
+        if isinstance(item, dict):
+            yield item
+
+
 def read_cluster(client: ApiClient, namespace: str | None = None, page_size: int = PAGE_SIZE) -> Iterator[Workload]:
     """Every pod spec to report (see the module docstring), listed page by page; raises :class:`ClusterError`."""
     templates: dict[str, frozenset[str]] = {}  # uid of a pod's possible controller -> its template's image keys

@@ -37,14 +37,15 @@ from yaml.events import (
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
-from webhook.core.patch import decide_slots, is_opted_out
+from webhook.core.patch import decide_slots, has_pull_secrets, is_opted_out
 from webhook.core.workloads import LIST_SUFFIX, PathPart, list_item_kind, workloads
 from webhook.exceptions import WebhookError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from webhook.core.rules import Decision, Rules
+    from webhook.core.workloads import Workload
 
 BOM: Final = "\ufeff"
 HELD_IN_MEMORY: Final = 1024 * 1024
@@ -418,15 +419,21 @@ class Rewrite:
         return bool(self.edits)
 
 
-def rewrite_text(text: str, source: str, rules: Rules) -> Rewrite:
-    """Rewrite every image the rules rewrite in ``text``; all or nothing (raises :class:`ManifestError`)."""
+def rewrite_text(
+    text: str, source: str, rules: Rules, pull_secrets: Callable[[Workload], bool] | None = None
+) -> Rewrite:
+    """Rewrite every image the rules rewrite in ``text``; all or nothing (raises :class:`ManifestError`).
+
+    ``pull_secrets`` says whether a workload's pods will pull with ``imagePullSecrets`` (its ServiceAccount's
+    included); by default the pod spec's own are read.
+    """
     # libyaml skips a leading BOM and counts positions after it; JSON's surrogate-pair escapes are read shortened.
     bom = BOM if text.startswith(BOM) else ""
     body = text[len(bom) :]
     read, ends = unpair(body)
     edits: dict[int, Edit] = {}
     expected: list[str] = []
-    for manifest, images in _images(read, source, rules):
+    for manifest, images in _images(read, source, rules, pull_secrets):
         for node_path, decision in images:
             expected.append(decision.result)
             if not decision.rewrites:
@@ -449,7 +456,11 @@ def rewrite_text(text: str, source: str, rules: Rules) -> Rewrite:
     rewritten = "".join(pieces)
     # The new text must read back as the same objects with the new images: a cheap proof nothing else moved, and
     # the catch for a scalar one pod rewrites and another (opted out, through an anchor) must keep.
-    after = [decision.image for _, images in _images(rewritten[len(bom) :], source, rules) for _, decision in images]
+    after = [
+        decision.image
+        for _, images in _images(rewritten[len(bom) :], source, rules, pull_secrets)
+        for _, decision in images
+    ]
     if after != expected:
         raise ManifestError(
             f"{source}: an image shared through an anchor or merge key (<<) is rewritten for one pod and must stay "
@@ -458,13 +469,17 @@ def rewrite_text(text: str, source: str, rules: Rules) -> Rewrite:
     return Rewrite(source, text, rewritten, tuple(placed))
 
 
-def _images(text: str, source: str, rules: Rules) -> Iterator[tuple[Manifest, list[tuple[list[PathPart], Decision]]]]:
+def _images(
+    text: str, source: str, rules: Rules, pull_secrets: Callable[[Workload], bool] | None
+) -> Iterator[tuple[Manifest, list[tuple[list[PathPart], Decision]]]]:
     """Each manifest with the path (below its node) and the decision of each of its images, in document order."""
     for manifest in read_manifests(text, source):
         images = []
         for workload in workloads(manifest.data, (), manifest.kind):
             slots = workload.image_slots()
-            for item in decide_slots(slots, rules, opted_out=is_opted_out(workload.pod_metadata)):
+            secrets = pull_secrets(workload) if pull_secrets is not None else has_pull_secrets(workload.spec)
+            opted_out = is_opted_out(workload.pod_metadata)
+            for item in decide_slots(slots, rules, opted_out=opted_out, pull_secrets=secrets):
                 if item.slot.image is None:
                     continue
                 below_spec = item.slot.pointer("").split("/")[1:]  # patch.py knows where an image sits

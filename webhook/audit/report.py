@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final, Literal
 
-from webhook.core.patch import decide_slots, is_json_object, is_opted_out
-from webhook.core.reasons import Reason
+from webhook.core.patch import decide_slots, has_pull_secrets, is_json_object, is_opted_out
+from webhook.core.reasons import CHANGED_BY, POLICY_KEYS, Reason
 from webhook.core.reference import parse
 from webhook.core.registries import TIERS_BY_NAME
 from webhook.exceptions import InvalidReferenceError
@@ -59,13 +59,18 @@ COVERAGE: Final[dict[Reason | NotSent, Coverage]] = {
     Reason.RULE_MISSING: "uncovered",
     Reason.TARGET_MISSING: "uncovered",
     Reason.VERIFY_FAILED: "uncovered",
+    Reason.EXCLUDED: "exempt",
+    Reason.NOT_INCLUDED: "exempt",
+    Reason.PULL_SECRET: "exempt",
+    Reason.MOVING_TAG: "exempt",
     NotSent.NAMESPACE_EXCLUDED: "exempt",
     NotSent.MIRROR_POD: "exempt",
 }
 """Reason -> coverage. ``covered``: pulls through the cache. ``exempt``: not rewritten, on purpose: already on AWS,
-or left out by a choice (the opt-out annotation, ``digests: skip``, a namespace or mirror pod the webhook is never
-sent), whatever registry it pulls from. ``uncovered``: left on its upstream with no such choice (a tier not enabled,
-a registry without a tier or that no cache can front, a reference that cannot be rewritten)."""
+or left out by a choice (the opt-out annotation, ``exclude``/``include``, ``pullSecrets``, ``movingTags``,
+``digests: skip``, a namespace or mirror pod the webhook is never sent), whatever registry it pulls from.
+``uncovered``: left on its upstream with no such choice (a tier not enabled, a registry without a tier or that no
+cache can front, a reference that cannot be rewritten)."""
 
 INVALID_REGISTRY: Final = "(invalid)"
 """The registry column of references that do not parse."""
@@ -121,11 +126,21 @@ class Occurrence:
 
 
 def occurrences(
-    workload: Workload, rules: Rules, source: str | None = None, *, not_sent: NotSent | None = None
+    workload: Workload,
+    rules: Rules,
+    source: str | None = None,
+    *,
+    not_sent: NotSent | None = None,
+    pull_secrets: bool | None = None,
 ) -> Iterator[Occurrence]:
-    """The decision for every image of ``workload``, opt-out annotation included, as the webhook would take them."""
+    """The decision for every image of ``workload``, opt-out annotation included, as the webhook would take them.
+
+    ``pull_secrets`` says whether the pod will have ``imagePullSecrets`` once admitted (its ServiceAccount's
+    included, see :mod:`webhook.audit.service_accounts`); ``None`` reads the pod spec alone.
+    """
     opted_out = is_opted_out(workload.pod_metadata)
-    for item in decide_slots(workload.image_slots(), rules, opted_out=opted_out):
+    secrets = has_pull_secrets(workload.spec) if pull_secrets is None else pull_secrets
+    for item in decide_slots(workload.image_slots(), rules, opted_out=opted_out, pull_secrets=secrets):
         yield Occurrence(
             kind=workload.kind,
             namespace=workload.namespace,
@@ -183,11 +198,17 @@ class Report:
     coverage: Counter[Coverage] = field(default_factory=Counter)
     disabled_tiers: dict[str, Group] = field(default_factory=dict)
     """Tier -> its ``tier-disabled`` occurrences, over all the tier's registries (Docker Hub has three hosts)."""
+    kept: dict[Reason, Group] = field(default_factory=dict)
+    """Policy reason (``pull-secret``, ``moving-tag``, ...) -> the occurrences it kept on their upstream."""
+    unknown_service_accounts: Counter[str] = field(default_factory=Counter)
+    """``namespace/name`` of ServiceAccounts pod specs run as but the input did not hold -> pod specs: their
+    ``imagePullSecrets`` could not be known, so those pods were decided as having none of their own."""
 
     def add(self, pod: Iterable[Occurrence]) -> None:
         """Count the occurrences of one pod spec."""
         seen: set[tuple[str, str | None]] = set()
         disabled_seen: set[str] = set()
+        kept_seen: set[Reason] = set()
         for occurrence in pod:
             image, reason = occurrence.decision.image, occurrence.reason
             key = (registry_of(image), occurrence.tier)
@@ -211,6 +232,13 @@ class Report:
                 if occurrence.tier not in disabled_seen:  # a pod spec counts once per tier, whatever its hosts
                     disabled_seen.add(occurrence.tier)
                     tier.pods += 1
+            if reason in POLICY_KEYS and isinstance(reason, Reason):
+                policy = self.kept.setdefault(reason, Group(registry="", tier=None))
+                policy.images.add(image)
+                policy.skipped[reason] += 1
+                if reason not in kept_seen:
+                    kept_seen.add(reason)
+                    policy.pods += 1
             self.occurrences += 1
             self.coverage[COVERAGE[reason]] += 1
         self.pods += 1
@@ -263,6 +291,20 @@ def format_table(report: Report) -> str:
         lines.append(
             f"Enable tier {tier}{credentials} to cover {group.skipped[Reason.TIER_DISABLED]} more occurrences "
             f"(images: {len(group.images)}, pod specs: {group.pods})."
+        )
+    for reason in (reason for reason in POLICY_KEYS if reason in report.kept):
+        group = report.kept[reason]
+        lines.append(
+            f"{group.skipped[reason]} images in {group.pods} pod specs ({len(group.images)} distinct) kept on their "
+            f"upstream by `{POLICY_KEYS[reason]}` ({reason}); {CHANGED_BY[reason]} would change it."
+        )
+    if report.unknown_service_accounts:
+        pods = sum(report.unknown_service_accounts.values())
+        names = ", ".join(sorted(report.unknown_service_accounts)[:5])
+        more = " and others" if len(report.unknown_service_accounts) > 5 else ""
+        lines.append(
+            f"{pods} pod specs run as ServiceAccounts not in the input ({names}{more}): decided as if they had no "
+            "imagePullSecrets; add the ServiceAccounts to the input, or use audit --cluster."
         )
     for group in report.sorted_groups():
         left: Counter[Reason | NotSent] = Counter(

@@ -37,6 +37,30 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, required: bool = Fa
     )
     group.add_argument("--dry-run", dest="dryRun", action=argparse.BooleanOptionalAction, default=None)
     group.add_argument("--digests", choices=["rewrite", "skip"])
+    group.add_argument(
+        "--pull-secrets",
+        dest="pullSecrets",
+        choices=["keep", "rewrite"],
+        help="keep: images of pods with imagePullSecrets stay on upstreams that can hold private images",
+    )
+    group.add_argument(
+        "--moving-tags",
+        dest="movingTags",
+        choices=["keep", "rewrite"],
+        help="keep: untagged and :latest references (without a digest) stay on their upstream",
+    )
+    group.add_argument(
+        "--exclude",
+        action="append",
+        metavar="PATTERN",
+        help="repository pattern whose images stay on their upstream (repeat for several); replaces `exclude`",
+    )
+    group.add_argument(
+        "--include",
+        action="append",
+        metavar="PATTERN",
+        help="rewrite only images matching a pattern (repeat for several); replaces `include`",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -50,5 +74,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "prefixes": prefixes,
         "dryRun": args.dryRun,
         "digests": args.digests,
+        "pullSecrets": args.pullSecrets,
+        "movingTags": args.movingTags,
+        "exclude": args.exclude,
+        "include": args.include,
     }
     return load_config(args.config, os.environ, overrides)

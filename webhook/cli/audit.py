@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Final
 
 from webhook.audit.manifests import manifest_files, open_manifests
 from webhook.audit.report import CHART_EXCLUDED_NAMESPACES, FIELDS, Report, format_table, not_sent_reason, occurrences
+from webhook.audit.service_accounts import ServiceAccounts, account_of, service_accounts_in
 from webhook.cli._options import add_config_arguments, config_from_args
 from webhook.core.rules import Rules
 from webhook.core.workloads import workloads
@@ -87,9 +88,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=(
             "uncovered: exit 1 if any image is left on its upstream without a choice of yours (tier-disabled, "
             "no-rule, upstream-unsupported, name-too-long, invalid-reference); exempt images never fail: on AWS "
-            "(eks-addon-registry, ecr-registry, public-ecr) or left out by a choice (pod-opted-out, digest-pinned, "
-            "namespace-excluded, mirror-pod). tier-disabled: exit 1 only for images a tier that is not enabled would "
-            "cover"
+            "(eks-addon-registry, ecr-registry, public-ecr) or left out by a choice (pod-opted-out, excluded, "
+            "not-included, pull-secret, moving-tag, digest-pinned, namespace-excluded, mirror-pod). tier-disabled: "
+            "exit 1 only for images a tier that is not enabled would cover"
         ),
     )
     parser.set_defaults(run=run)
@@ -101,12 +102,28 @@ def run(args: argparse.Namespace) -> int:
         raise WebhookError("--kubeconfig, --context, --namespace and --exclude-namespace apply to --cluster only")
     rules = Rules(config_from_args(args))
     report = Report()
+    accounts = ServiceAccounts()
+    pending: list[tuple[Workload, str | None, NotSent | None]] = []
     with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, mode="w+", encoding="utf-8", newline="") as spool:
         write = _writer(args.output, spool)
-        for workload, source, not_sent in _workloads(args):
-            pod = list(occurrences(workload, rules, source, not_sent=not_sent))
+
+        def decide(workload: Workload, source: str | None, not_sent: NotSent | None, *, secrets: bool | None) -> None:
+            pod = list(occurrences(workload, rules, source, not_sent=not_sent, pull_secrets=bool(secrets)))
             report.add(pod)
             write(pod)
+
+        for workload, source, not_sent in _workloads(args, accounts):
+            secrets = accounts.pull_secrets(workload)
+            if secrets is None and rules.reads_pull_secrets:
+                # Its ServiceAccount may still come later in the input (or not exist): decide at the end.
+                pending.append((workload, source, not_sent))
+                continue
+            decide(workload, source, not_sent, secrets=secrets)
+        for workload, source, not_sent in pending:
+            secrets = accounts.pull_secrets(workload)
+            if secrets is None:
+                report.unknown_service_accounts[f"{workload.namespace or '-'}/{account_of(workload)}"] += 1
+            decide(workload, source, not_sent, secrets=secrets)
         if args.output == "table":
             sys.stdout.write(format_table(report))
         else:
@@ -119,14 +136,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workloads(args: argparse.Namespace) -> Iterator[tuple[Workload, str | None, NotSent | None]]:
+def _workloads(
+    args: argparse.Namespace, accounts: ServiceAccounts
+) -> Iterator[tuple[Workload, str | None, NotSent | None]]:
     """Pod specs, where they were read (``file:line``; ``None`` for the cluster), and why the webhook is not sent them.
 
     Only a cluster's pods are classified as not sent (excluded namespaces, mirror pods): files are reported as given.
+    ServiceAccounts are added to ``accounts`` as they are read: all of a cluster's first, a manifest's in its order.
     """
     if args.cluster:
         try:
-            from webhook.audit.cluster import connect, read_cluster  # noqa: PLC0415 - the kubernetes client only when used
+            from webhook.audit.cluster import (  # noqa: PLC0415 - the kubernetes client only when used
+                connect,
+                read_cluster,
+                read_service_accounts,
+            )
         except ImportError:
             raise WebhookError(
                 "--cluster needs the kubernetes client: pip install 'ecr-ptc-webhook[cluster]'"
@@ -134,11 +158,15 @@ def _workloads(args: argparse.Namespace) -> Iterator[tuple[Workload, str | None,
         excluded = CHART_EXCLUDED_NAMESPACES | set(args.excluded_namespaces)
         client = connect(args.context, args.kubeconfig)
         with client:
+            for account in read_service_accounts(client, args.namespace):
+                accounts.add(account)
             for workload in read_cluster(client, args.namespace):
                 yield workload, None, not_sent_reason(workload, excluded)
         return
     for file in manifest_files(args.files):
         for manifest in open_manifests(file):
+            for account in service_accounts_in(manifest.data, manifest.kind):
+                accounts.add(account)
             for workload in workloads(manifest.data, (), manifest.kind):
                 yield workload, manifest.location, None
 

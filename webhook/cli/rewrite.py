@@ -12,14 +12,24 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from webhook.audit.manifests import ManifestError, manifest_files, read_text, rewrite_text, write_atomic
+from webhook.audit.manifests import (
+    ManifestError,
+    manifest_files,
+    read_manifests,
+    read_text,
+    rewrite_text,
+    write_atomic,
+)
+from webhook.audit.service_accounts import ServiceAccounts, account_of, service_accounts_in
 from webhook.cli._options import add_config_arguments, config_from_args
 from webhook.core.rules import Rules
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
     from webhook.audit.manifests import ManifestFile
+    from webhook.core.workloads import Workload
 
 EXIT_WOULD_CHANGE: Final = 1
 
@@ -66,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
     rules = Rules(config_from_args(args))
     files = manifest_files(args.files)
     targets = _targets(files, args.output, in_place=args.in_place, check=args.check)
-    results = [(file, rewrite_text(read_text(file), file.name, rules)) for file in files]
+    texts = [(file, read_text(file)) for file in files]
+    unknown: set[str] = set()
+    pull_secrets = _pull_secrets(texts, rules, unknown)
+    results = [(file, rewrite_text(text, file.name, rules, pull_secrets)) for file, text in texts]
     changed = [result for _, result in results if result.changed]
     if args.check:
         for result in changed:
@@ -85,10 +98,37 @@ def run(args: argparse.Namespace) -> int:
             if target is not None and (result.changed or target != file.path):
                 mode = file.path.stat().st_mode & 0o7777 if file.path is not None else None
                 write_atomic(target, result.text, mode)
+    if unknown:
+        names = ", ".join(sorted(unknown)[:5]) + (" and others" if len(unknown) > 5 else "")
+        sys.stderr.write(
+            f"ecr-ptc-webhook rewrite: ServiceAccounts not in the input ({names}): their pods were rewritten as if "
+            "they had no imagePullSecrets (pullSecrets: keep); add the ServiceAccounts to the input\n"
+        )
     edits = sum(len(result.edits) for result in changed)
     verb = "would rewrite" if args.check else "rewrote"
     sys.stderr.write(f"ecr-ptc-webhook rewrite: {verb} {edits} images in {len(changed)} of {len(files)} files\n")
     return EXIT_WOULD_CHANGE if args.check and changed else 0
+
+
+def _pull_secrets(texts: list[tuple[ManifestFile, str]], rules: Rules, unknown: set[str]) -> Callable[[Workload], bool]:
+    """Whether a workload's pods will pull with secrets, from the ServiceAccounts of every input, wherever they stand.
+
+    Accounts that are not there are added to ``unknown`` (``namespace/name``) and count as having none.
+    """
+    accounts = ServiceAccounts()
+    if rules.reads_pull_secrets:
+        for file, text in texts:
+            for manifest in read_manifests(text, file.name):
+                for account in service_accounts_in(manifest.data, manifest.kind):
+                    accounts.add(account)
+
+    def pull_secrets(workload: Workload) -> bool:
+        secrets = accounts.pull_secrets(workload)
+        if secrets is None and rules.reads_pull_secrets:
+            unknown.add(f"{workload.namespace or '-'}/{account_of(workload)}")
+        return bool(secrets)
+
+    return pull_secrets
 
 
 def _targets(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, NotRequired, 
 import orjson
 
 from webhook.core.patch import PodPlan, is_json_object, plan_pod
+from webhook.core.reasons import POLICY_KEYS
 from webhook.exceptions import AdmissionError
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ def review(request: Review, rules: Rules, mode: Mode, vetoes: Mapping[str, Reaso
     if plan is None:
         return Outcome(allowed(request))
     if mode is Mode.AUDIT or rules.config.dry_run:
-        return Outcome(allowed(request, would_rewrite_warnings(plan.rewrites)), plan)
+        return Outcome(allowed(request, audit_warnings(plan.decisions)), plan)
     if not plan.patch:
         return Outcome(allowed(request), plan)
     return Outcome(patched(request, plan.patch), plan)
@@ -186,23 +187,49 @@ def failed_open(request: Review, warning: str) -> AdmissionReviewResponse:
     return allowed(request, [warning])
 
 
-def would_rewrite_warnings(rewrites: Sequence[ImageDecision]) -> list[str]:
-    """``<original> -> <rewritten>`` per would-be rewrite, within the API server's warning limits."""
+def audit_warnings(decisions: Sequence[ImageDecision]) -> list[str]:
+    """What a dry run tells ``kubectl``, within the API server's warning limits.
+
+    ``<original> -> <rewritten>`` per would-be rewrite, then ``<image> stays on its upstream: <reason> (`<key>`)``
+    per image a policy keeps (``exclude``, ``include``, ``pullSecrets``, ``movingTags``, ``digests``), so a team sees
+    what the defaults keep before it enables rewriting.
+    """
+    rewrites = [item for item in decisions if item.decision.rewrites]
+    kept = [item for item in decisions if item.decision.reason in POLICY_KEYS]
     warnings: list[str] = []
     total = 0
-    for index, item in enumerate(rewrites):
-        decision = item.decision
-        warning = f"{decision.image} -> {decision.result}"
-        if len(warning) > WARNING_MAX:
-            warning = f"{item.slot.key}: would rewrite to the cache (tier {decision.tier}); see the webhook's logs"
-            warning = warning[:WARNING_MAX]
+    for index, item in enumerate([*rewrites, *kept]):
+        warning = _warning(item)
         if total + len(warning) > WARNINGS_TOTAL_MAX - _SUMMARY_RESERVE:
-            remaining = len(rewrites) - index
-            warnings.append(f"ecr-ptc-webhook: {remaining} more would-be rewrites; see the webhook's logs")
+            warnings.append(
+                _summary(len(rewrites) - min(index, len(rewrites)), len(kept) - max(0, index - len(rewrites)))
+            )
             break
         warnings.append(warning)
         total += len(warning)
     return warnings
+
+
+def _warning(item: ImageDecision) -> str:
+    decision = item.decision
+    if decision.rewrites:
+        warning = f"{decision.image} -> {decision.result}"
+        if len(warning) <= WARNING_MAX:
+            return warning
+        return f"{item.slot.key}: would rewrite to the cache (tier {decision.tier}); see the webhook's logs"[
+            :WARNING_MAX
+        ]
+    because = f"stays on its upstream: {decision.reason} (`{POLICY_KEYS[decision.reason]}`)"
+    warning = f"{decision.image} {because}"
+    if len(warning) <= WARNING_MAX:
+        return warning
+    return f"{item.slot.key}: {because}"[:WARNING_MAX]
+
+
+def _summary(rewrites: int, kept: int) -> str:
+    parts = [f"{rewrites} more would-be rewrites"] if rewrites else []
+    parts += [f"{kept} more images kept by policy"] if kept else []
+    return f"ecr-ptc-webhook: {' and '.join(parts)}; see the webhook's logs"
 
 
 def _envelope(request: Review, response: AdmissionResponse) -> AdmissionReviewResponse:

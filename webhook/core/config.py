@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from webhook.core.patterns import PatternError, RepositoryPatterns
 from webhook.core.reference import DOMAIN_RE, split_docker_domain
 from webhook.core.registries import (
     DEFAULT_TIERS,
@@ -51,6 +52,16 @@ class Config(BaseModel):
     """Check that each rewritten reference resolves in the cache before rewriting (HEAD of the manifest)."""
     verify_budget_seconds: float = Field(default=0.5, alias="verifyBudgetSeconds", gt=0, le=2.0)
     """Time one admission may spend verifying; past it the original images are kept (the webhook timeout is 3 s)."""
+    pull_secrets: Literal["keep", "rewrite"] = Field(default="keep", alias="pullSecrets")
+    """``keep``: in a pod with ``imagePullSecrets``, images of tiers whose upstream can hold private images stay on
+    their upstream (the shared cache would break the pull, or let every reader of the cache see the image)."""
+    moving_tags: Literal["keep", "rewrite"] = Field(default="keep", alias="movingTags")
+    """``keep``: references with no tag and no digest, or the tag ``latest``, stay on their upstream (the cache
+    re-checks a tag about once a day); a digest makes any reference safe."""
+    exclude: tuple[str, ...] = ()
+    """Repository patterns (:mod:`webhook.core.patterns`) whose images stay on their upstream."""
+    include: tuple[str, ...] = ()
+    """When set, only images whose repository matches one of these patterns are rewritten."""
     provision: dict[str, Any] | None = None
     """The ``provision:`` section, carried as opaque data: ``ecr-ptc-webhook provision`` owns and validates it
     (:mod:`webhook.provision.config`); the webhook ignores it."""
@@ -80,6 +91,23 @@ class Config(BaseModel):
             _check_tier_names(value)
             if len(set(value)) != len(value):
                 raise ValueError(f"lists a tier twice: {list(value)}")
+        return value
+
+    @field_validator("exclude", "include", mode="before")
+    @classmethod
+    def _patterns_compile(cls, value: object) -> object:
+        if isinstance(value, list):
+            value = tuple(value)
+        if isinstance(value, tuple):
+            for item in value:
+                if not isinstance(item, str):
+                    raise ValueError(  # noqa: TRY004 - pydantic reports ValueError, not TypeError, as a validation error
+                        f"expected a list of repository patterns (strings), got {item!r}"
+                    )
+            try:
+                RepositoryPatterns(value)
+            except PatternError as error:
+                raise ValueError(f'{error}; see README "Choosing images" for the syntax') from None
         return value
 
     @field_validator("prefixes")

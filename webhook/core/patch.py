@@ -147,16 +147,18 @@ def _slot_keys(spec: object, fields: tuple[ImageField, ...]) -> list[SlotKey]:
 
 
 TemplateKey = tuple[tuple[SlotKey, ...], tuple[object, ...]]
-"""A pod's image slots and annotation state: what :func:`plan_pod` reads (see :func:`pod_template_key`)."""
+"""A pod's image slots, pull-secret and annotation state: what :func:`plan_pod` reads (see :func:`pod_template_key`)."""
 
 
 def pod_template_key(pod: Mapping[str, Any]) -> TemplateKey:
     """Everything :func:`plan_pod` (without ``ephemeral_only``) reads from ``pod``, as one hashable value.
 
-    Two pods with equal keys get equal plans from the same rules: the same slots (field, index, name, image) and the
-    same annotation state (missing metadata, missing annotations, or the opt-out flag and the earlier record). Pods of
-    one ReplicaSet, Job or DaemonSet differ in name and uid only, so they share a key.
+    Two pods with equal keys get equal plans from the same rules: the same slots (field, index, name, image), the
+    same pull-secret state (whether the spec has ``imagePullSecrets``) and the same annotation state (missing
+    metadata, missing annotations, or the opt-out flag and the earlier record). Pods of one ReplicaSet, Job or
+    DaemonSet differ in name and uid only, so they share a key.
     """
+    spec = pod.get("spec")
     metadata = pod.get("metadata")
     if not is_json_object(metadata):
         state: tuple[object, ...] = ("no-metadata",)
@@ -171,7 +173,16 @@ def pod_template_key(pod: Mapping[str, Any]) -> TemplateKey:
                 annotations.get(OPT_OUT_ANNOTATION) == OPT_OUT_VALUE,
                 record if isinstance(record, str) else None,
             )
-    return tuple(_slot_keys(pod.get("spec"), ALL_IMAGE_FIELDS)), state
+    return tuple(_slot_keys(spec, ALL_IMAGE_FIELDS)), (has_pull_secrets(spec), *state)
+
+
+def has_pull_secrets(spec: object) -> bool:
+    """Whether a pod spec pulls with ``imagePullSecrets``; ``imagePullSecrets: []`` counts as none, any entry counts.
+
+    The ServiceAccount's secrets are in the spec by then: the API server copies them in before any webhook runs.
+    """
+    secrets = spec.get("imagePullSecrets") if is_json_object(spec) else None
+    return isinstance(secrets, list) and len(secrets) > 0
 
 
 def is_json_object(value: object) -> TypeGuard[Mapping[str, Any]]:
@@ -190,9 +201,12 @@ def decide_slots(
     rules: Rules,
     *,
     opted_out: bool = False,
+    pull_secrets: bool = False,
     vetoes: Mapping[str, Reason] | None = None,
 ) -> tuple[ImageDecision, ...]:
-    """Decide every slot; an opted-out pod's images are all skipped with ``pod-opted-out``.
+    """Decide every slot of a pod; an opted-out pod's images are all skipped with ``pod-opted-out``.
+
+    ``pull_secrets`` says the pod has ``imagePullSecrets`` (see :func:`has_pull_secrets`).
 
     ``vetoes`` maps an image string to the reason its rewrite must not happen (e.g. the target did not verify);
     the rules still name the tier, so the skip stays attributable.
@@ -205,7 +219,7 @@ def decide_slots(
         elif opted_out:
             decision = skip(image, Reason.POD_OPTED_OUT)
         else:
-            decision = rules.decide(image)
+            decision = rules.decide(image, pull_secrets)
             if vetoes and decision.rewrites and image in vetoes:
                 decision = skip(image, vetoes[image], decision.tier)
         decisions.append(ImageDecision(slot, decision))
@@ -232,7 +246,9 @@ def plan_pod(
     else:
         existing = {slot.name for slot in image_slots(ephemeral_only.get("spec"), ("ephemeralContainers",))}
         slots = (slot for slot in image_slots(spec, ("ephemeralContainers",)) if slot.name not in existing)
-    decisions = decide_slots(slots, rules, opted_out=is_opted_out(metadata), vetoes=vetoes)
+    decisions = decide_slots(
+        slots, rules, opted_out=is_opted_out(metadata), pull_secrets=has_pull_secrets(spec), vetoes=vetoes
+    )
     rewrites = [item for item in decisions if item.decision.rewrites]
     if not rewrites:
         return PodPlan(decisions)

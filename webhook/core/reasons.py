@@ -28,6 +28,10 @@ class Reason(StrEnum):
     RULE_MISSING = "rule-missing"
     TARGET_MISSING = "target-missing"
     VERIFY_FAILED = "verify-failed"
+    EXCLUDED = "excluded"
+    NOT_INCLUDED = "not-included"
+    PULL_SECRET = "pull-secret"  # noqa: S105 - a reason code, not a secret
+    MOVING_TAG = "moving-tag"
 
 
 REASON_DESCRIPTIONS: Final[dict[Reason, str]] = {
@@ -46,4 +50,72 @@ REASON_DESCRIPTIONS: Final[dict[Reason, str]] = {
     Reason.RULE_MISSING: "`rules: discover` found no pull-through cache rule for the tier with the expected upstream",
     Reason.TARGET_MISSING: "`verify: true` and the cache answered that the rewritten image cannot be pulled",
     Reason.VERIFY_FAILED: "`verify: true` and the cache gave no usable answer within the budget: original kept",
+    Reason.EXCLUDED: "the image's repository matches a pattern in `exclude`",
+    Reason.NOT_INCLUDED: "`include` is set and no pattern in it matches the image's repository",
+    Reason.PULL_SECRET: (
+        "the pod has `imagePullSecrets` and the tier's upstream can hold private images: the shared cache could "
+        "break the pull or let every cache reader see the image"
+    ),
+    Reason.MOVING_TAG: (
+        "no tag, or `latest`, and no digest: the cache re-checks a tag about once a day, so the pod could run "
+        "yesterday's image"
+    ),
 }
+
+DECISION_ORDER: Final[tuple[Reason, ...]] = (
+    Reason.POD_OPTED_OUT,
+    Reason.INVALID_REFERENCE,
+    Reason.ALREADY_CACHED,
+    Reason.PUBLIC_ECR,
+    Reason.EKS_ADDON_REGISTRY,
+    Reason.ECR_REGISTRY,
+    Reason.UPSTREAM_UNSUPPORTED,
+    Reason.NO_RULE,
+    Reason.TIER_DISABLED,
+    Reason.RULE_MISSING,
+    Reason.EXCLUDED,
+    Reason.NOT_INCLUDED,
+    Reason.PULL_SECRET,
+    Reason.MOVING_TAG,
+    Reason.DIGEST_PINNED,
+    Reason.NAME_TOO_LONG,
+    Reason.TARGET_MISSING,
+    Reason.VERIFY_FAILED,
+    Reason.REWRITTEN,
+)
+"""Every reason in the order it is checked: the first that applies is the decision (``rewritten`` when none does).
+The pod first, then what the host alone decides, then the tier, then the policies, then the digest, then the name,
+then verification."""
+
+CHANGED_BY: Final[dict[Reason, str]] = {
+    Reason.POD_OPTED_OUT: "the pod annotation `ecr-ptc-webhook/rewrite: disabled`",
+    Reason.INVALID_REFERENCE: "",
+    Reason.ALREADY_CACHED: "",
+    Reason.PUBLIC_ECR: "",
+    Reason.EKS_ADDON_REGISTRY: "",
+    Reason.ECR_REGISTRY: "",
+    Reason.UPSTREAM_UNSUPPORTED: "",
+    Reason.NO_RULE: "",
+    Reason.TIER_DISABLED: "`tiers`",
+    Reason.RULE_MISSING: "`rules` (and the ECR side: `provision apply`)",
+    Reason.EXCLUDED: "`exclude`",
+    Reason.NOT_INCLUDED: "`include`",
+    Reason.PULL_SECRET: "`pullSecrets: rewrite`",
+    Reason.MOVING_TAG: "`movingTags: rewrite` (or pin a digest)",
+    Reason.DIGEST_PINNED: "`digests: rewrite`",
+    Reason.NAME_TOO_LONG: "`prefixes` (a shorter prefix)",
+    Reason.TARGET_MISSING: "`verify` (or warm the cache: `ecr-ptc-webhook warm`)",
+    Reason.VERIFY_FAILED: "`verify`, `verifyBudgetSeconds`",
+    Reason.REWRITTEN: "",
+}
+"""Reason -> the config key (or annotation) that changes the decision; empty where nothing does."""
+
+POLICY_KEYS: Final[dict[Reason, str]] = {
+    Reason.EXCLUDED: "exclude",
+    Reason.NOT_INCLUDED: "include",
+    Reason.PULL_SECRET: "pullSecrets: keep",
+    Reason.MOVING_TAG: "movingTags: keep",
+    Reason.DIGEST_PINNED: "digests: skip",
+}
+"""The policies that keep images of an enabled tier on their upstream, and the setting that does it (for audit
+reports and dry-run warnings: "41 images in 12 pod specs kept by `pullSecrets: keep`")."""

@@ -30,6 +30,14 @@ class Tier:
     """ECR's `upstreamRegistryUrl` for CreatePullThroughCacheRule."""
     official_namespace: str | None = None
     """Namespace of one-component names (`nginx` is `library/nginx` on Docker Hub)."""
+    private_images: bool = True
+    """Whether the upstream can hold private images (registry.k8s.io cannot): with ``pullSecrets: keep``, a pod with
+    ``imagePullSecrets`` keeps this tier's images on their upstream."""
+
+    @property
+    def canonical_host(self) -> str:
+        """The host that names this tier's images in patterns and reports (`docker.io` for all of Docker Hub's)."""
+        return self.hosts[0]
 
     @property
     def needs_credentials(self) -> bool:
@@ -39,7 +47,7 @@ class Tier:
 
 TIERS: Final[tuple[Tier, ...]] = (
     Tier("quay", ("quay.io",), "quay", "default", "quay", "quay.io"),
-    Tier("k8s", ("registry.k8s.io",), "k8s", "default", "k8s", "registry.k8s.io"),
+    Tier("k8s", ("registry.k8s.io",), "k8s", "default", "k8s", "registry.k8s.io", private_images=False),
     Tier(
         "docker-hub",
         ("docker.io", "index.docker.io", "registry-1.docker.io"),
@@ -81,27 +89,38 @@ ECR_HOST_PATTERN: Final = re.compile(
 )
 """Private ECR hosts: `<account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]`, dual-stack `dkr-ecr.<region>.on.aws`."""
 
+EKS_ADDON_DEFAULT_ACCOUNT: Final = "602401143452"
+"""The account that serves EKS add-on images (CoreDNS, kube-proxy, VPC CNI...) in every region not listed below."""
+EKS_ADDON_ACCOUNT_BY_REGION: Final[dict[str, str]] = {
+    "af-south-1": "877085696533",
+    "ap-east-1": "800184023465",
+    "ap-east-2": "533267051163",
+    "ap-south-2": "900889452093",
+    "ap-southeast-3": "296578399912",
+    "ap-southeast-4": "491585149902",
+    "ap-southeast-5": "151610086707",
+    "ap-southeast-6": "333609536671",
+    "ap-southeast-7": "121268973566",
+    "ca-west-1": "761377655185",
+    "eu-central-2": "900612956339",
+    "eu-south-1": "590381155156",
+    "eu-south-2": "455263428931",
+    "il-central-1": "066635153087",
+    "me-central-1": "759879836304",
+    "me-south-1": "558608220178",
+    "mx-central-1": "730335286997",
+    "cn-north-1": "918309763551",
+    "cn-northwest-1": "961992271922",
+    "us-gov-east-1": "151742754352",
+    "us-gov-west-1": "013241004608",
+}
+"""Regions whose EKS add-on images come from an account of their own (AWS's page "View Amazon container image
+registries for Amazon EKS add-ons"). Matching is by account, whatever region a host names: every private ECR host is
+skipped anyway, so the table only decides whether users see ``eks-addon-registry`` or ``ecr-registry``."""
 EKS_ADDON_ACCOUNTS: Final[frozenset[str]] = frozenset(
-    {
-        "602401143452",  # most commercial regions
-        "877085696533",  # af-south-1
-        "800184023465",  # ap-east-1
-        "900889452093",  # ap-southeast-3
-        "296578399912",  # ap-southeast-4
-        "491585149902",  # ca-west-1
-        "455263428327",  # eu-central-2
-        "590381155156",  # eu-south-1
-        "900612956339",  # eu-south-2
-        "066635153087",  # il-central-1
-        "759879836304",  # me-central-1
-        "558608220178",  # me-south-1
-        "918309763551",  # cn-north-1
-        "961992271922",  # cn-northwest-1
-        "151742754352",  # us-gov-east-1
-        "013241004608",  # us-gov-west-1
-    }
+    {EKS_ADDON_DEFAULT_ACCOUNT, *EKS_ADDON_ACCOUNT_BY_REGION.values()}
 )
-"""AWS accounts that serve EKS add-on images (CoreDNS, kube-proxy, VPC CNI...): AWS-owned, never cached."""
+"""AWS accounts that serve EKS add-on images: AWS-owned, never cached."""
 
 UNSUPPORTED_UPSTREAM_HOSTS: Final[frozenset[str]] = frozenset({"gcr.io", "k8s.gcr.io"})
 UNSUPPORTED_UPSTREAM_SUFFIXES: Final[tuple[str, ...]] = (".gcr.io", ".pkg.dev")

@@ -9,6 +9,7 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
+from webhook.core.patterns import RepositoryPatterns, repository_of
 from webhook.core.reasons import Reason
 from webhook.core.reference import ImageReference, parse
 from webhook.core.registries import (
@@ -23,14 +24,15 @@ from webhook.core.registries import (
 from webhook.exceptions import InvalidReferenceError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from webhook.core.config import Config
+    from webhook.core.registries import Tier
 
 Action = Literal["rewrite", "skip"]
 
 DECISION_CACHE_SIZE: Final = 8192
 """Decisions kept per image string: pods of one cluster use a few hundred distinct images."""
+MOVING_TAGS: Final[frozenset[str | None]] = frozenset({None, "latest"})
+"""Tags that name whatever was pushed last: none (which means ``latest``) and ``latest`` itself."""
 CACHED_IMAGE_LENGTH_MAX: Final = 1024
 """Longer image strings (no valid reference is: name 255, tag 128, digest 135) are decided but not kept, so pods made
 with huge image strings cannot fill the cache's memory."""
@@ -68,10 +70,10 @@ def skip(image: str, reason: Reason, tier: str | None = None) -> Decision:
 
 
 class Rules:
-    """The rewrite rules compiled from a :class:`~webhook.config.Config`; decisions are cached per image string."""
+    """The rewrite rules compiled from a :class:`~webhook.core.config.Config`; decisions are cached per image string."""
 
     def __init__(self, config: Config, available_tiers: frozenset[str] | None = None) -> None:
-        """Compile the enabled tiers and their prefixes from ``config``.
+        """Compile the enabled tiers, their prefixes and the ``exclude``/``include`` patterns from ``config``.
 
         ``available_tiers``, when known (``rules: discover``), are the tiers whose pull-through cache rule exists
         with the expected upstream and prefix; an enabled tier outside it is skipped with ``rule-missing``.
@@ -80,31 +82,48 @@ class Rules:
         self.available_tiers = available_tiers
         self.registry = config.registry.lower()
         self._prefix_by_tier = {name: config.prefix_for(name) for name in config.tiers}
-        cached = functools.lru_cache(maxsize=DECISION_CACHE_SIZE)(self._decide)
+        self._exclude = RepositoryPatterns(config.exclude)
+        self._include = RepositoryPatterns(config.include)
+        self._keep_private = config.pull_secrets == "keep"
+        self._keep_moving = config.moving_tags == "keep"
+        self._cached = functools.lru_cache(maxsize=DECISION_CACHE_SIZE)(self._decide)
 
-        def decide(image: str) -> Decision:
-            return cached(image) if len(image) <= CACHED_IMAGE_LENGTH_MAX else self._decide(image)
+    @property
+    def reads_pull_secrets(self) -> bool:
+        """Whether a pod's ``imagePullSecrets`` can change a decision (``pullSecrets: keep``)."""
+        return self._keep_private
 
-        self.decide: Callable[[str], Decision] = decide
-        """Decide for one image string; cached per string (see :data:`CACHED_IMAGE_LENGTH_MAX`)."""
+    def decide(self, image: str, pull_secrets: bool = False) -> Decision:  # noqa: FBT001, FBT002 - the hot path
+        """Decide for one image string of a pod that has (``pull_secrets``) or has not ``imagePullSecrets``.
 
-    def _decide(self, image: str) -> Decision:
-        """Decide for one image string (uncached; use :attr:`decide`)."""
+        Cached per (string, pull secrets), but for strings longer than :data:`CACHED_IMAGE_LENGTH_MAX`.
+        """
+        pull_secrets = pull_secrets and self._keep_private
+        if len(image) <= CACHED_IMAGE_LENGTH_MAX:
+            return self._cached(image, pull_secrets)
+        return self._decide(image, pull_secrets)
+
+    def _decide(self, image: str, pull_secrets: bool) -> Decision:  # noqa: FBT001 - positional for lru_cache
+        """Decide for one image string (uncached; use :meth:`decide`)."""
         try:
             reference = parse(image)
         except InvalidReferenceError:
             return skip(image, Reason.INVALID_REFERENCE)
-        return self.decide_reference(image, reference)
+        return self.decide_reference(image, reference, pull_secrets=pull_secrets)
 
-    def decide_reference(self, image: str, reference: ImageReference) -> Decision:
-        """Decide for an already parsed reference (``image`` is the string as written)."""
+    def decide_reference(self, image: str, reference: ImageReference, *, pull_secrets: bool = False) -> Decision:
+        """Decide for an already parsed reference (``image`` is the string as written).
+
+        The checks run in the order of :data:`~webhook.core.reasons.DECISION_ORDER`: the host alone, the tier, the
+        policies (``exclude``/``include``, ``pullSecrets``, ``movingTags``), ``digests``, then the name's length.
+        """
         host = reference.host
         tier = TIER_BY_HOST.get(host)
         skipped = _skip_reason_for_host(host, self.registry)
         if skipped is not None or tier is None:
             return skip(image, skipped or Reason.NO_RULE)
         prefix = self._prefix_by_tier.get(tier.name)
-        skipped = self._skip_reason_for_tier(tier.name, prefix, reference)
+        skipped = self._skip_reason_for_tier(tier, prefix, reference, pull_secrets=pull_secrets)
         if skipped is not None or prefix is None:
             return skip(image, skipped or Reason.TIER_DISABLED, tier.name)
         path = reference.path
@@ -117,14 +136,31 @@ class Rules:
             return skip(image, Reason.NAME_TOO_LONG, tier.name)
         return Decision(image=image, action="rewrite", result=result, reason=Reason.REWRITTEN, tier=tier.name)
 
-    def _skip_reason_for_tier(self, tier: str, prefix: str | None, reference: ImageReference) -> Reason | None:
-        """Why an image of a known tier stays put: tier off, its cache rule missing, or a digest we leave alone."""
+    def _skip_reason_for_tier(
+        self, tier: Tier, prefix: str | None, reference: ImageReference, *, pull_secrets: bool
+    ) -> Reason | None:
+        """Why an image of a known tier stays put: the tier, then the policies, then a digest we leave alone."""
         if prefix is None:
             return Reason.TIER_DISABLED
-        if self.available_tiers is not None and tier not in self.available_tiers:
+        if self.available_tiers is not None and tier.name not in self.available_tiers:
             return Reason.RULE_MISSING
-        if reference.digest is not None and self.config.digests == "skip":
+        policy = self._skip_reason_for_policy(tier, reference, pull_secrets=pull_secrets)
+        if policy is None and reference.digest is not None and self.config.digests == "skip":
             return Reason.DIGEST_PINNED
+        return policy
+
+    def _skip_reason_for_policy(self, tier: Tier, reference: ImageReference, *, pull_secrets: bool) -> Reason | None:
+        """The platform team's choices: ``exclude``/``include``, then ``pullSecrets``, then ``movingTags``."""
+        if self._exclude or self._include:
+            repository = repository_of(reference)
+            if self._exclude.matches(repository):
+                return Reason.EXCLUDED
+            if self._include and not self._include.matches(repository):
+                return Reason.NOT_INCLUDED
+        if pull_secrets and self._keep_private and tier.private_images:
+            return Reason.PULL_SECRET
+        if self._keep_moving and reference.digest is None and reference.tag in MOVING_TAGS:
+            return Reason.MOVING_TAG
         return None
 
 
