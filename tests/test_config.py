@@ -426,3 +426,49 @@ def test_the_provision_section_is_the_provisioners_to_validate() -> None:
     assert parse_config(data).provision == {"lifecycleDayz": 30}
     with pytest.raises(ConfigError, match=r"config key `provision.lifecycleDayz`: unknown key"):
         parse_provision_config(data)
+
+
+def test_the_image_policies_default_to_keep_and_no_patterns() -> None:
+    config = parse_config({"registry": REGISTRY})
+    assert (config.pull_secrets, config.moving_tags, config.exclude, config.include) == ("keep", "keep", (), ())
+
+
+def test_the_image_policies_from_file_env_and_flags(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"registry: {REGISTRY}\npullSecrets: rewrite\nexclude: [quay.io/acme/**]\ninclude: ['**']\n", encoding="utf-8"
+    )
+    assert load_config(path).exclude == ("quay.io/acme/**",)
+    env = {
+        "ECR_PTC_WEBHOOK_PULL_SECRETS": "keep",
+        "ECR_PTC_WEBHOOK_MOVING_TAGS": "rewrite",
+        "ECR_PTC_WEBHOOK_EXCLUDE": " ghcr.io/*/tools , nginx,, ",
+    }
+    config = load_config(path, env=env)
+    assert (config.pull_secrets, config.moving_tags) == ("keep", "rewrite")
+    assert config.exclude == ("ghcr.io/*/tools", "nginx")
+    assert config.include == ("**",)
+    flagged = load_config(path, env=env, overrides={"exclude": ["bitnami/*"], "movingTags": "keep"})
+    assert (flagged.exclude, flagged.moving_tags) == (("bitnami/*",), "keep")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"pullSecrets": "drop"}, "config key `pullSecrets`: Input should be 'keep' or 'rewrite'"),
+        ({"movingTags": True}, "config key `movingTags`: Input should be 'keep' or 'rewrite'"),
+        ({"exclude": "quay.io/**"}, "config key `exclude`: Input should be a valid tuple"),
+        ({"exclude": ["quay.io/acme/app:v1"]}, "config key `exclude`: pattern 'quay.io/acme/app:v1': "),
+        ({"include": [""]}, "config key `include`: pattern '': a pattern is a non-empty"),
+        (
+            {"include": ["https://ghcr.io/acme"]},
+            "config key `include`: pattern 'https://ghcr.io/acme': a pattern has no",
+        ),
+        ({"exclude": ["quay.io/acme/[x"]}, "unbalanced brackets"),
+        ({"exclude": ["quay.io//x"]}, "empty path component"),
+        ({"exclude": ["nginx@sha256:" + "a" * 64]}, "not digests"),
+    ],
+)
+def test_bad_image_policies_name_the_key_and_the_pattern(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config({"registry": REGISTRY, **data})

@@ -169,6 +169,38 @@ def test_cluster_audit_reports_each_workload_once(cli: Cli, kubeconfig: Path) ->
 
 
 @pytest.mark.integration
+def test_service_accounts_pull_secrets_are_read_from_the_cluster(
+    cli: Cli, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The API server gives a pod its ServiceAccount's imagePullSecrets at admission; a Deployment's template does not
+    # show them, so audit lists the ServiceAccounts. Here shop/default gains one.
+    (page,) = RECORDED["/api/v1/serviceaccounts"]
+    items = [dict(item) for item in page["items"]]
+    for item in items:
+        if item["metadata"]["namespace"] == "shop" and item["metadata"]["name"] == "default":
+            item["imagePullSecrets"] = [{"name": "quay-robot"}]
+    monkeypatch.setitem(RECORDED, "/api/v1/serviceaccounts", [{**page, "items": items}])
+    code, out, err = audit(cli, kubeconfig, "--output", "json")
+    assert (code, err) == (0, "")
+    by_name = {(line["name"], line["container"]): line for line in map(json.loads, out.splitlines())}
+    assert by_name["web", "c0"]["image"] == "quay.io/shop/web:2.1"
+    assert by_name["web", "c0"]["reason"] == "pull-secret"
+    kept = {(line["namespace"], line["image"]) for line in by_name.values() if line["reason"] == "pull-secret"}
+    assert kept
+    assert {namespace for namespace, _ in kept} == {"shop"}
+    assert all(image.startswith("quay.io/") for _, image in kept)  # registry.k8s.io holds no private images
+    assert {line["reason"] for (name, _), line in by_name.items() if name == "db"} == {"pod-opted-out"}
+
+
+@pytest.mark.integration
+def test_a_forbidden_service_account_list_is_one_clear_line(cli: Cli, api: RecordedApi, kubeconfig: Path) -> None:
+    api.forbidden.add("/api/v1/serviceaccounts")
+    code, out, err = audit(cli, kubeconfig)
+    assert (code, out) == (2, "")
+    assert "cannot list serviceaccounts in all namespaces: 403 Forbidden; audit needs `list` on serviceaccounts" in err
+
+
+@pytest.mark.integration
 def test_a_controllers_pod_reports_only_what_its_template_lacks(cli: Cli, kubeconfig: Path) -> None:
     # Sidecars other webhooks inject and `kubectl debug` containers run only in the pod; this webhook rewrites them.
     code, out, _ = audit(cli, kubeconfig, "--output", "json")

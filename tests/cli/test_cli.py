@@ -107,3 +107,31 @@ def test_certs_command_writes_the_three_files(tmp_path: Path, capsys: pytest.Cap
     assert sorted(path.name for path in tmp_path.iterdir()) == ["ca.crt", "tls.crt", "tls.key"]
     assert main(["certs", "--out", str(tmp_path)]) == 2
     assert "give at least one --dns-name or --ip" in capsys.readouterr().err
+
+
+def test_explain_shows_each_policy_and_what_changes_it(capsys: pytest.CaptureFixture[str]) -> None:
+    images = ["quay.io/acme/private:v1", "nginx", "ghcr.io/acme/tools:v1", "registry.k8s.io/pause:3.10"]
+    flags = [
+        "--tier",
+        "quay",
+        "--tier",
+        "k8s",
+        "--tier",
+        "docker-hub",
+        "--tier",
+        "ghcr",
+        "--exclude",
+        "ghcr.io/*/tools",
+    ]
+    assert main(["explain", "--config", str(EXAMPLE), *flags, "--with-pull-secrets", *images]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "skip (pull-secret [tier quay]: " in lines[0]
+    assert lines[0].endswith("; changed by `pullSecrets: rewrite`)")
+    assert "skip (pull-secret [tier docker-hub]" in lines[1]  # pull secrets are checked before moving tags
+    assert "skip (excluded [tier ghcr]: " in lines[2]
+    assert lines[2].endswith("; changed by `exclude`)")
+    assert "rewrite (rewritten [tier k8s]" in lines[3]  # registry.k8s.io holds no private images
+    assert main(["explain", "--config", str(EXAMPLE), "nginx"]) == 0
+    assert capsys.readouterr().out.endswith("; changed by `movingTags: rewrite` (or pin a digest))\n")
+    assert main(["explain", "--config", str(EXAMPLE), "--include", "quay.io/**", "registry.k8s.io/pause:3.10"]) == 0
+    assert "skip (not-included [tier k8s]" in capsys.readouterr().out
