@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 REGISTRY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 OTHER_REGISTRY = "210987654321.dkr.ecr.us-east-1.amazonaws.com"
-KNOWN_TIERS = "known: quay, k8s, docker-hub, ghcr, gitlab"
+KNOWN_TIERS = "known: quay, k8s, docker-hub, ghcr, gitlab, chainguard"
 
 
 def config_error(data: dict[str, Any]) -> str:
@@ -49,6 +49,7 @@ def test_defaults() -> None:
         "docker-hub": "docker-hub",
         "ghcr": "ghcr",
         "gitlab": "gitlab",
+        "chainguard": "chainguard",
     }
 
 
@@ -95,7 +96,7 @@ def test_missing_registry() -> None:
 
 def test_unknown_key() -> None:
     message = config_error({"registry": REGISTRY, "dryrun": True})
-    assert message.startswith("configuration: config key `dryrun`: unknown key; known keys: registry, tiers, ")
+    assert message.startswith("configuration: config key `dryrun`: unknown key; known keys: registry, upstreams, tiers, ")
     assert "dryRun" in message
 
 

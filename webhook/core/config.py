@@ -7,10 +7,12 @@ The core reads a :class:`Config`; building one from a file, ``ECR_PTC_WEBHOOK_*`
 
 from __future__ import annotations
 
+import re
+from functools import cached_property
 from itertools import combinations
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from webhook.core.patterns import PatternError, RepositoryPatterns
 from webhook.core.reference import DOMAIN_RE, split_docker_domain
@@ -19,13 +21,102 @@ from webhook.core.registries import (
     ECR_PREFIX_MAX,
     ECR_PREFIX_MIN,
     ECR_PREFIX_PATTERN,
+    EKS_ADDON_ACCOUNTS,
+    PUBLIC_ECR_HOST,
     TIER_BY_HOST,
     TIERS_BY_NAME,
+    UPSTREAM_KINDS,
+    Tier,
 )
 from webhook.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
+
+TIER_NAME_PATTERN: Final = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*", re.ASCII)
+"""A user-defined tier's name: it becomes a metrics label, a reason's tier and a `tiers` entry."""
+TIER_NAME_MAX: Final = 63
+
+
+class Upstream(BaseModel):
+    """A user-defined tier (``upstreams:``): an upstream ECR can cache whose host is the user's own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+
+    name: str
+    """The tier's name, used in ``tiers``, metrics and decisions."""
+    upstream_registry: str = Field(alias="upstreamRegistry")
+    """ECR's ``upstreamRegistry`` value: one of :data:`~webhook.core.registries.UPSTREAM_KINDS`."""
+    host: str
+    """The registry host images name, e.g. ``acme.azurecr.io``; lowercased."""
+    prefix: str
+    """The ECR repository prefix of the tier's cache rule."""
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_new_tier(cls, value: str) -> str:
+        if value in TIERS_BY_NAME:
+            raise ValueError(f"{value!r} is a built-in tier; give the upstream a name of its own, e.g. 'acme-acr'")
+        if len(value) > TIER_NAME_MAX or not TIER_NAME_PATTERN.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a tier name: lowercase letters and digits separated by '-', at most "
+                f"{TIER_NAME_MAX} characters, e.g. 'acme-acr'"
+            )
+        return value
+
+    @field_validator("upstream_registry")
+    @classmethod
+    def _kind_is_known(cls, value: str) -> str:
+        if value not in UPSTREAM_KINDS:
+            built_in = next((tier.name for tier in TIERS_BY_NAME.values() if tier.upstream_registry == value), None)
+            hint = f" ({value} is the built-in tier {built_in!r}: list it in `tiers`)" if built_in else ""
+            raise ValueError(f"unknown upstream registry {value!r}{hint}; known: {', '.join(UPSTREAM_KINDS)}")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host_fits_the_kind(cls, value: str, info: ValidationInfo) -> str:
+        host = value.lower()
+        if host in TIER_BY_HOST:
+            raise ValueError(f"{host!r} is the built-in tier {TIER_BY_HOST[host].name!r}'s host; list that in `tiers`")
+        if host == PUBLIC_ECR_HOST:
+            raise ValueError(f"{host} is never cached (already on AWS); remove this upstream")
+        kind = UPSTREAM_KINDS.get(info.data.get("upstream_registry", ""))
+        if kind is None:
+            return host  # the upstreamRegistry error says what is wrong
+        fields = kind.match(host)
+        if fields is None:
+            raise ValueError(
+                f"{value!r} is not a {kind.upstream_registry} host; expected {kind.shape} (no scheme, no path)"
+            )
+        if fields.get("account") in EKS_ADDON_ACCOUNTS:
+            raise ValueError(
+                f"{value!r} is an AWS-owned EKS add-on registry: AWS manages it and it is never cached; remove this "
+                "upstream"
+            )
+        return host
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_is_valid(cls, value: str) -> str:
+        _check_prefix(value, "this upstream")
+        return value
+
+    @cached_property
+    def tier(self) -> Tier:
+        """The tier this upstream defines: every host of its registry, its prefix, its kind's credential."""
+        kind = UPSTREAM_KINDS[self.upstream_registry]
+        hosts = kind.hosts(kind.match(self.host) or {})
+        return Tier(
+            self.name,
+            hosts,
+            self.prefix,
+            "opt-in",
+            kind.upstream_registry,
+            hosts[0],
+            credential=kind.credential,
+            user_defined=True,
+        )
 
 
 class Config(BaseModel):
@@ -35,9 +126,12 @@ class Config(BaseModel):
 
     registry: str
     """The cache's ECR registry host, e.g. ``123456789012.dkr.ecr.eu-west-1.amazonaws.com``."""
+    upstreams: tuple[Upstream, ...] = ()
+    """User-defined tiers (Azure Container Registry, another ECR registry...); enabled when listed in ``tiers``.
+    Declared before ``tiers`` and ``prefixes``, whose validators read it."""
     tiers: tuple[str, ...] = DEFAULT_TIERS
     """Enabled tiers; opt-in tiers need a credential secret on the ECR side."""
-    prefixes: dict[str, str] = Field(default_factory=dict)
+    prefixes: dict[str, str] = Field(default_factory=dict, validate_default=True)
     """Per-tier ECR repository prefix overriding the tier's default."""
     dry_run: bool = Field(default=False, alias="dryRun")
     """Audit only: report would-be rewrites, patch nothing."""
@@ -82,13 +176,41 @@ class Config(BaseModel):
             raise ValueError(f"{value!r} is not a registry host: a host needs a '.' or a ':port'")
         return value
 
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _upstreams_are_a_list(cls, value: object) -> object:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("upstreams")
+    @classmethod
+    def _upstreams_are_distinct(cls, value: tuple[Upstream, ...], info: ValidationInfo) -> tuple[Upstream, ...]:
+        registry = str(info.data.get("registry", "")).lower()
+        claimed: dict[str, str] = {}
+        for index, upstream in enumerate(value):
+            where = f"upstreams[{index}] ({upstream.name!r})"
+            if upstream.name in claimed.values():
+                raise ValueError(f"{where}: the name {upstream.name!r} is used twice; give each upstream its own")
+            if registry in upstream.tier.hosts:
+                raise ValueError(
+                    f"{where}: {upstream.host} is the cache registry itself (`registry`); an upstream must be "
+                    "another registry"
+                )
+            for host in upstream.tier.hosts:
+                if host in claimed:
+                    raise ValueError(
+                        f"{where}: the registry {upstream.host} is already the upstream of {claimed[host]!r}; "
+                        "one upstream per registry"
+                    )
+            claimed.update(dict.fromkeys(upstream.tier.hosts, upstream.name))
+        return value
+
     @field_validator("tiers", mode="before")
     @classmethod
-    def _tiers_are_known(cls, value: object) -> object:
+    def _tiers_are_known(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, list):
             value = tuple(value)
         if isinstance(value, tuple):
-            _check_tier_names(value)
+            _check_tier_names(value, info)
             if len(set(value)) != len(value):
                 raise ValueError(f"lists a tier twice: {list(value)}")
         return value
@@ -112,26 +234,50 @@ class Config(BaseModel):
 
     @field_validator("prefixes")
     @classmethod
-    def _prefixes_are_valid(cls, value: dict[str, str]) -> dict[str, str]:
-        _check_tier_names(tuple(value))
+    def _prefixes_are_valid(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        _check_tier_names(tuple(value), info)
+        upstreams: tuple[Upstream, ...] = info.data.get("upstreams", ())
         for tier, prefix in value.items():
-            if not (ECR_PREFIX_MIN <= len(prefix) <= ECR_PREFIX_MAX and ECR_PREFIX_PATTERN.fullmatch(prefix)):
+            if any(upstream.name == tier for upstream in upstreams):
                 raise ValueError(
-                    f"prefix {prefix!r} for tier {tier!r} is not a valid ECR repository prefix: "
-                    f"{ECR_PREFIX_MIN}-{ECR_PREFIX_MAX} characters, lowercase letters and digits separated by "
-                    "'.', '_', '-' or '/', e.g. 'dockerhub'"
+                    f"tier {tier!r} is defined in `upstreams`: set its prefix there (`prefix: {prefix}`), not here"
                 )
-        _check_prefixes_are_distinct(value)
+            _check_prefix(prefix, f"tier {tier!r}")
+        _check_prefixes_are_distinct(value, upstreams)
         return value
+
+    @cached_property
+    def known_tiers(self) -> dict[str, Tier]:
+        """Every tier by name: the built-in ones, then those of ``upstreams``."""
+        return TIERS_BY_NAME | {upstream.name: upstream.tier for upstream in self.upstreams}
+
+    @cached_property
+    def tier_by_host(self) -> dict[str, Tier]:
+        """The tier of each upstream host, built-in and user-defined (hosts lowercase)."""
+        return TIER_BY_HOST | {host: upstream.tier for upstream in self.upstreams for host in upstream.tier.hosts}
+
+    def tier(self, name: str) -> Tier:
+        """The tier called ``name`` (built-in or from ``upstreams``)."""
+        return self.known_tiers[name]
 
     def prefix_for(self, tier: str) -> str:
         """The ECR repository prefix of ``tier`` (configured or default)."""
-        return self.prefixes.get(tier, TIERS_BY_NAME[tier].default_prefix)
+        return self.prefixes.get(tier, self.known_tiers[tier].default_prefix)
 
 
-def _check_prefixes_are_distinct(prefixes: Mapping[str, str]) -> None:
+def _check_prefix(prefix: str, whose: str) -> None:
+    if not (ECR_PREFIX_MIN <= len(prefix) <= ECR_PREFIX_MAX and ECR_PREFIX_PATTERN.fullmatch(prefix)):
+        raise ValueError(
+            f"prefix {prefix!r} for {whose} is not a valid ECR repository prefix: "
+            f"{ECR_PREFIX_MIN}-{ECR_PREFIX_MAX} characters, lowercase letters and digits separated by "
+            "'.', '_', '-' or '/', e.g. 'dockerhub'"
+        )
+
+
+def _check_prefixes_are_distinct(prefixes: Mapping[str, str], upstreams: Iterable[Upstream] = ()) -> None:
     """Every tier (enabled or not) needs its own cache namespace: equal or nested prefixes would mix two upstreams."""
     resolved = {tier: prefixes.get(tier, facts.default_prefix) for tier, facts in TIERS_BY_NAME.items()}
+    resolved |= {upstream.name: upstream.prefix for upstream in upstreams}
     for (first, one), (second, other) in combinations(resolved.items(), 2):
         if one == other:
             raise ValueError(f"tiers {first!r} and {second!r} share the prefix {one!r}; give each its own")
@@ -142,11 +288,13 @@ def _check_prefixes_are_distinct(prefixes: Mapping[str, str]) -> None:
             )
 
 
-def _check_tier_names(names: tuple[object, ...]) -> None:
-    known = ", ".join(TIERS_BY_NAME)
+def _check_tier_names(names: tuple[object, ...], info: ValidationInfo) -> None:
+    if "upstreams" not in info.data:
+        names = tuple(name for name in names if name in TIERS_BY_NAME)  # `upstreams` failed: its error says why
+    known = [*TIERS_BY_NAME, *(upstream.name for upstream in info.data.get("upstreams", ()))]
     for name in names:
-        if name not in TIERS_BY_NAME:
-            raise ValueError(f"unknown tier {name!r}; known: {known}")
+        if name not in known:
+            raise ValueError(f"unknown tier {name!r}; known: {', '.join(known)}")
 
 
 def parse_config(data: Mapping[str, Any], source: str = "configuration") -> Config:

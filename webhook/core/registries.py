@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 TierKind = Literal["default", "opt-in"]
+CredentialKind = Literal["none", "secret", "role"]
+"""What ECR needs to reach an upstream: nothing, a Secrets Manager secret (``credentialArn``), or an IAM role it
+assumes (``customRoleArn``, for an ECR registry of another account)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +37,27 @@ class Tier:
     """Whether the upstream can hold private images (registry.k8s.io cannot): with ``pullSecrets: keep``, a pod with
     ``imagePullSecrets`` keeps this tier's images on their upstream."""
 
+    credential: CredentialKind | None = None
+    """What ECR needs to reach the upstream; ``None``: none for default tiers, a secret for opt-in ones."""
+    user_defined: bool = False
+    """Declared in the config's ``upstreams`` (its host is the user's own) rather than built in."""
+
     @property
     def canonical_host(self) -> str:
         """The host that names this tier's images in patterns and reports (`docker.io` for all of Docker Hub's)."""
         return self.hosts[0]
 
     @property
+    def credential_kind(self) -> CredentialKind:
+        """What ECR needs to reach this tier's upstream."""
+        if self.credential is not None:
+            return self.credential
+        return "secret" if self.kind == "opt-in" else "none"
+
+    @property
     def needs_credentials(self) -> bool:
         """Whether ECR requires a Secrets Manager credential for this tier's cache rule."""
-        return self.kind == "opt-in"
+        return self.credential_kind == "secret"
 
 
 TIERS: Final[tuple[Tier, ...]] = (
@@ -66,12 +81,79 @@ TIERS: Final[tuple[Tier, ...]] = (
         "gitlab-container-registry",
         "registry.gitlab.com",
     ),
+    Tier("chainguard", ("cgr.dev",), "chainguard", "opt-in", "chainguard", "cgr.dev"),
 )
-"""Every tier this product knows, in the order users read them."""
+"""Every built-in tier, in the order users read them; the config's ``upstreams`` add tiers of :data:`UPSTREAM_KINDS`."""
 
 TIERS_BY_NAME: Final[dict[str, Tier]] = {tier.name: tier for tier in TIERS}
 TIER_BY_HOST: Final[dict[str, Tier]] = {host: tier for tier in TIERS for host in tier.hosts}
 DEFAULT_TIERS: Final[tuple[str, ...]] = tuple(tier.name for tier in TIERS if tier.kind == "default")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamKind:
+    """An upstream ECR can cache whose host is the user's own (``upstreams:`` in the config): one row per kind.
+
+    A host is one of ``host_forms`` with each ``{field}`` matching ``fields[field]``; the tier claims every form of the
+    matched registry (an ECR registry answers on its FIPS and dual-stack hosts too), and the first form is the
+    ``upstreamRegistryUrl`` ECR is given.
+    """
+
+    upstream_registry: str
+    """ECR's ``upstreamRegistry`` enum value."""
+    host_forms: tuple[str, ...]
+    """Host templates, ``{field}`` for the parts that vary; the first is the one ECR's rule names."""
+    fields: tuple[tuple[str, str], ...]
+    """Each field of the templates and the regular expression its value matches."""
+    credential: CredentialKind
+    """What ECR needs to reach such an upstream (``role``: only when the upstream is in another account)."""
+    shape: str
+    """The host's shape in words, for error messages."""
+
+    def match(self, host: str) -> dict[str, str] | None:
+        """The fields of ``host`` (lowercase) if it is one of this kind's host forms, else ``None``."""
+        for form in self.host_forms:
+            pattern = re.escape(form)
+            for name, value in self.fields:
+                pattern = pattern.replace(re.escape(f"{{{name}}}"), f"(?P<{name}>{value})")
+            found = re.fullmatch(pattern, host, re.ASCII)
+            if found is not None:
+                return found.groupdict()
+        return None
+
+    def hosts(self, fields: dict[str, str]) -> tuple[str, ...]:
+        """Every host of the registry that ``fields`` name, the rule's ``upstreamRegistryUrl`` first."""
+        return tuple(form.format(**fields) for form in self.host_forms)
+
+
+AWS_REGION: Final = r"[a-z]{2}(?:-[a-z]+)+-[0-9]+"
+"""An AWS region name (``us-east-1``, ``us-gov-west-1``)."""
+UPSTREAM_KINDS: Final[dict[str, UpstreamKind]] = {
+    kind.upstream_registry: kind
+    for kind in (
+        UpstreamKind(
+            "azure-container-registry",
+            ("{name}.azurecr.io",),
+            (("name", r"[a-z0-9]{5,50}"),),
+            "secret",
+            "<name>.azurecr.io, the registry name 5-50 letters and digits (Azure's rule), e.g. acmecorp.azurecr.io",
+        ),
+        UpstreamKind(
+            "ecr",
+            (
+                "{account}.dkr.ecr.{region}.amazonaws.com",
+                "{account}.dkr.ecr-fips.{region}.amazonaws.com",
+                "{account}.dkr-ecr.{region}.on.aws",
+                "{account}.dkr-ecr-fips.{region}.on.aws",
+            ),
+            (("account", "[0-9]{12}"), ("region", AWS_REGION)),
+            "role",
+            "<account>.dkr.ecr.<region>.amazonaws.com (or its FIPS dkr.ecr-fips or dual-stack dkr-ecr[-fips] "
+            "<region>.on.aws form), e.g. 111122223333.dkr.ecr.us-east-1.amazonaws.com",
+        ),
+    )
+}
+"""Upstream kinds a user-defined tier may name in ``upstreams[].upstreamRegistry``: adding one is adding a row."""
 
 DOCKER_HUB_DOMAIN: Final = "docker.io"
 """The domain distribution/reference gives names without one."""

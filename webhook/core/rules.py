@@ -17,7 +17,6 @@ from webhook.core.registries import (
     ECR_REPOSITORY_NAME_MAX,
     EKS_ADDON_ACCOUNTS,
     PUBLIC_ECR_HOST,
-    TIER_BY_HOST,
     UNSUPPORTED_UPSTREAM_HOSTS,
     UNSUPPORTED_UPSTREAM_SUFFIXES,
 )
@@ -87,6 +86,7 @@ class Rules:
         self._keep_private = config.pull_secrets == "keep"
         self._keep_moving = config.moving_tags == "keep"
         self._cached = functools.lru_cache(maxsize=DECISION_CACHE_SIZE)(self._decide)
+        self._tier_by_host = config.tier_by_host
 
     @property
     def reads_pull_secrets(self) -> bool:
@@ -118,8 +118,10 @@ class Rules:
         policies (``exclude``/``include``, ``pullSecrets``, ``movingTags``), ``digests``, then the name's length.
         """
         host = reference.host
-        tier = TIER_BY_HOST.get(host)
-        skipped = _skip_reason_for_host(host, self.registry)
+        tier = self._tier_by_host.get(host)
+        # A tier's host skips none of the checks below: the config refuses the cache registry, public.ecr.aws and EKS
+        # add-on registries as upstreams, so an ECR host with a tier is one the user asked to cache (`upstreams`).
+        skipped = _skip_reason_for_host(host, self.registry) if tier is None else None
         if skipped is not None or tier is None:
             return skip(image, skipped or Reason.NO_RULE)
         prefix = self._prefix_by_tier.get(tier.name)
