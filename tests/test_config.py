@@ -96,7 +96,9 @@ def test_missing_registry() -> None:
 
 def test_unknown_key() -> None:
     message = config_error({"registry": REGISTRY, "dryrun": True})
-    assert message.startswith("configuration: config key `dryrun`: unknown key; known keys: registry, upstreams, tiers, ")
+    assert message.startswith(
+        "configuration: config key `dryrun`: unknown key; known keys: registry, upstreams, tiers, "
+    )
     assert "dryRun" in message
 
 

@@ -70,6 +70,7 @@ def test_values_carry_every_webhook_key_the_chart_renders(tmp_path: Path, capsys
     values = yaml.safe_load(out)
     assert values == {
         "registry": REGISTRY,
+        "upstreams": [],
         "tiers": ["quay", "docker-hub"],
         "prefixes": {"quay": "quay", "docker-hub": "dockerhub"},
         **webhook,

@@ -395,6 +395,7 @@ def test_quota_warning_beyond_50_rules() -> None:
 
 TIER_NAMES = [tier.name for tier in TIERS]
 ANONYMOUS = {tier.name for tier in TIERS if not tier.needs_credentials}
+WITH_SECRET = [tier.name for tier in TIERS if tier.needs_credentials]
 rule_state = st.sampled_from(["absent", "correct", "other-secret", "partial-arn"])
 template_state = st.sampled_from(["absent", "ours", "ours-drifted", "foreign"])
 
@@ -419,11 +420,11 @@ def test_one_apply_converges_from_any_state(scenario: dict[str, Any]) -> None:
     accounts: list[str] = scenario["accounts"]
     foreign_statements: int = scenario["foreign_statements"]
     stale_ours: bool = scenario["stale_ours"]
-    secrets = {name: f"ecr-pullthroughcache/{name}" for name in tiers if name in {"docker-hub", "ghcr", "gitlab"}}
+    secrets = {name: f"ecr-pullthroughcache/{name}" for name in tiers if name in WITH_SECRET}
     config = make_config(tiers=tuple(tiers), provision={"secrets": secrets, "principals": {"accounts": accounts}})
     everything = desired_for(
         tiers=tuple(TIER_NAMES),
-        provision={"secrets": {name: f"ecr-pullthroughcache/{name}" for name in ("docker-hub", "ghcr", "gitlab")}},
+        provision={"secrets": {name: f"ecr-pullthroughcache/{name}" for name in WITH_SECRET}},
     )
     fake = FakeEcr()
     for name in secrets.values():

@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Final, Literal
 from webhook.core.patch import decide_slots, has_pull_secrets, is_json_object, is_opted_out
 from webhook.core.reasons import CHANGED_BY, POLICY_KEYS, Reason
 from webhook.core.reference import parse
-from webhook.core.registries import TIERS_BY_NAME
+from webhook.core.registries import TIERS_BY_NAME, CredentialKind
 from webhook.exceptions import InvalidReferenceError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Mapping
 
+    from webhook.core.registries import Tier
     from webhook.core.rules import Decision, Rules
     from webhook.core.workloads import Workload
 
@@ -263,7 +264,15 @@ class Report:
         return [self.groups[key] for key in sorted(self.groups, key=lambda key: (key[0], key[1] or ""))]
 
 
-def format_table(report: Report) -> str:
+CREDENTIAL_NOTES: Final[dict[CredentialKind, str]] = {
+    "none": "",
+    "secret": " (opt-in: needs a Secrets Manager credential)",
+    "role": " (another account's registry needs an IAM role for ECR, `customRoleArn`)",
+}
+"""What enabling a tier takes on the ECR side, by what its upstream needs (see ``docs/provision.md``)."""
+
+
+def format_table(report: Report, tiers: Mapping[str, Tier] = TIERS_BY_NAME) -> str:
     """The human-readable report: one row per registry and tier, totals, then what would cover the rest."""
     header = ("REGISTRY", "TIER", "IMAGES", "PODS", "REWRITE", "SKIPPED")
     rows = [
@@ -287,7 +296,7 @@ def format_table(report: Report) -> str:
         f"{report.uncovered} uncovered."
     )
     for tier, group in report.tiers_to_enable().items():
-        credentials = " (opt-in: needs a Secrets Manager credential)" if TIERS_BY_NAME[tier].needs_credentials else ""
+        credentials = CREDENTIAL_NOTES[tiers[tier].credential_kind]
         lines.append(
             f"Enable tier {tier}{credentials} to cover {group.skipped[Reason.TIER_DISABLED]} more occurrences "
             f"(images: {len(group.images)}, pod specs: {group.pods})."

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from webhook.core.registries import TIERS, TIERS_BY_NAME
 from webhook.core.rules import Rules
 from webhook.exceptions import WebhookError
 
@@ -102,13 +101,13 @@ class Survey:
 
 def survey(config: Config, items: Iterable[Mapping[str, Any]]) -> Survey:
     """Compare ECR's rule items with the enabled tiers: a tier is available if its prefix's rule fronts its upstream."""
-    rules = tuple(_rule(item) for item in items)
+    rules = tuple(_rule(config, item) for item in items)
     by_prefix = {rule.prefix: rule for rule in rules}
     available: set[str] = set()
     drift: list[Drift] = []
     used: set[str] = set()
     for name in config.tiers:
-        tier = TIERS_BY_NAME[name]
+        tier = config.tier(name)
         prefix = config.prefix_for(name)
         rule = by_prefix.get(prefix)
         if rule is None:
@@ -129,7 +128,7 @@ def survey(config: Config, items: Iterable[Mapping[str, Any]]) -> Survey:
                 )
             continue
         used.add(prefix)
-        mismatch = _upstream_mismatch(rule, name)
+        mismatch = _upstream_mismatch(rule, name, tier.upstream_registry_url)
         if mismatch is not None:
             drift.append(Drift(DriftKind.UPSTREAM_MISMATCH, name, mismatch, prefix))
             continue
@@ -147,14 +146,17 @@ def survey(config: Config, items: Iterable[Mapping[str, Any]]) -> Survey:
     return Survey(rules, frozenset(available), tuple(drift))
 
 
-def _rule(item: Mapping[str, Any]) -> CacheRule:
+def _rule(config: Config, item: Mapping[str, Any]) -> CacheRule:
     url = _host(str(item.get("upstreamRegistryUrl", "")))
     upstream = str(item.get("upstreamRegistry", ""))
+    # By URL, the config's own upstreams included; a rule without one (older answers) by the built-in tiers' enum
+    # value, which names one upstream only for them (`ecr` or `azure-container-registry` name many).
     tier = next(
         (
             t.name
-            for t in TIERS
-            if url == _host(t.upstream_registry_url) or (not url and upstream == t.upstream_registry)
+            for t in config.known_tiers.values()
+            if url == _host(t.upstream_registry_url)
+            or (not url and not t.user_defined and upstream == t.upstream_registry)
         ),
         None,
     )
@@ -167,8 +169,7 @@ def _rule(item: Mapping[str, Any]) -> CacheRule:
     )
 
 
-def _upstream_mismatch(rule: CacheRule, tier: str) -> str | None:
-    expected = TIERS_BY_NAME[tier].upstream_registry_url
+def _upstream_mismatch(rule: CacheRule, tier: str, expected: str) -> str | None:
     if rule.tier != tier:
         return f"rule {rule.prefix!r} fronts {rule.upstream_url or rule.upstream_registry}, expected {expected}"
     if rule.upstream_repository_prefix not in {"", ROOT_PREFIX}:

@@ -25,8 +25,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, required: bool = Fa
         "--tier",
         dest="tiers",
         action="append",
-        choices=list(TIERS_BY_NAME),
-        help="enable a tier (repeat for several); replaces the file's `tiers`",
+        metavar="TIER",
+        # No `choices`: the config's `upstreams` add tiers, and the config's own check names every known one.
+        help=f"enable a tier (repeat for several): {', '.join(TIERS_BY_NAME)} or one of the config's `upstreams`; "
+        "replaces the file's `tiers`",
     )
     group.add_argument(
         "--prefix",

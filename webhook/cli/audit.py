@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     """Decide every image of every pod spec, print the report, and apply ``--fail-on``."""
     if not args.cluster and (args.context or args.namespace or args.kubeconfig or args.excluded_namespaces):
         raise WebhookError("--kubeconfig, --context, --namespace and --exclude-namespace apply to --cluster only")
-    rules = Rules(config_from_args(args))
+    config = config_from_args(args)
+    rules = Rules(config)
     report = Report()
     accounts = ServiceAccounts()
     pending: list[tuple[Workload, str | None, NotSent | None]] = []
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
                 report.unknown_service_accounts[f"{workload.namespace or '-'}/{account_of(workload)}"] += 1
             decide(workload, source, not_sent, secrets=secrets)
         if args.output == "table":
-            sys.stdout.write(format_table(report))
+            sys.stdout.write(format_table(report, config.known_tiers))
         else:
             spool.seek(0)
             shutil.copyfileobj(spool, sys.stdout)

@@ -1,4 +1,4 @@
-"""``ecr-ptc-webhook provision plan|apply|destroy|verify|values|node-policy|webhook-policy``: the ECR side.
+"""``ecr-ptc-webhook provision plan|apply|destroy|verify|values|node-policy|webhook-policy|upstream-policy``.
 
 A thin shell over :mod:`webhook.provision`: it loads the config, builds the boto3 backend (only for the commands that
 talk to AWS, so ``values``, ``node-policy`` and ``webhook-policy`` work offline and without boto3) and formats the
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Final
 import yaml
 
 from webhook.provision.config import load_provision_config
-from webhook.provision.desired import locate, node_policy, webhook_policy
+from webhook.provision.desired import locate, node_policy, upstream_policies, webhook_policy
 from webhook.provision.errors import ProvisionError
 from webhook.provision.provisioner import Provisioner
 from webhook.provision.values import chart_values
@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 EXIT_CHANGES: Final = 3
 """``plan --detailed-exitcode`` when changes are pending (2 already means an error in this CLI)."""
 EXIT_FAILED_CHECKS: Final = 1
+UPSTREAM_POLICY_HELP: Final = (
+    "print the IAM role ECR needs for each ECR upstream of another account (trust, permissions) and the statement "
+    "the upstream's owner adds; offline"
+)
 _PAST: Final = {"create": "created", "update": "updated", "delete": "deleted", "no-op": "unchanged"}
 
 
@@ -52,8 +56,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "print the IAM identity policy of the webhook's own role (rules: discover, verify: true); offline",
             _webhook_policy,
         ),
+        "upstream-policy": (UPSTREAM_POLICY_HELP, _upstream_policy),
     }
-    offline = {"values", "node-policy", "webhook-policy"}
+    offline = {"values", "node-policy", "webhook-policy", "upstream-policy"}
     for name, (summary, run) in commands.items():
         command = actions.add_parser(name, help=summary, description=summary)
         command.add_argument("--config", type=Path, required=True, help="the webhook's YAML config with `provision:`")
@@ -108,6 +113,9 @@ def _write_policies(provisioner: Provisioner) -> None:
     policy = provisioner.webhook_policy()
     if policy is not None:
         _write(format_webhook_policy(policy))
+    upstreams = provisioner.upstream_policies()
+    if upstreams:
+        _write(format_upstream_policies(upstreams))
 
 
 def _destroy(args: argparse.Namespace) -> int:
@@ -154,6 +162,18 @@ def _webhook_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _upstream_policy(args: argparse.Namespace) -> int:
+    config = load_provision_config(args.config)
+    policies = upstream_policies(config.webhook, locate(config.webhook, args.region))
+    if not policies:
+        sys.stderr.write(
+            "ecr-ptc-webhook provision: no enabled ECR upstream is in another account; ECR needs no role for them\n"
+        )
+        return 0
+    sys.stdout.write(json.dumps(policies, indent=2) + "\n")
+    return 0
+
+
 def format_plan(plan: Plan) -> list[str]:
     """One line per action, its field changes indented under it, warnings, then the summary."""
     lines: list[str] = []
@@ -191,6 +211,19 @@ def format_webhook_policy(policy: dict[str, object]) -> list[str]:
         "",
         "The webhook's ServiceAccount role needs this identity policy (also: `provision webhook-policy`):",
         json.dumps(policy, indent=2),
+    ]
+
+
+def format_upstream_policies(policies: list[dict[str, object]]) -> list[str]:
+    """A heading and, per cross-account ECR upstream, the role's policies and the upstream owner's statement."""
+    return [
+        "",
+        (
+            "ECR pulls from ECR upstreams of other accounts through an IAM role in this account (its ARN goes in "
+            "`provision.upstreamRoles`); each upstream's owner grants this account a pull (also: `provision "
+            "upstream-policy`):"
+        ),
+        json.dumps(policies, indent=2),
     ]
 
 

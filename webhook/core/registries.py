@@ -110,12 +110,20 @@ class UpstreamKind:
     shape: str
     """The host's shape in words, for error messages."""
 
-    def match(self, host: str) -> dict[str, str] | None:
-        """The fields of ``host`` (lowercase) if it is one of this kind's host forms, else ``None``."""
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        """One regular expression per host form, with a named group per field (the chart's schema uses them)."""
+        patterns = []
         for form in self.host_forms:
             pattern = re.escape(form)
             for name, value in self.fields:
                 pattern = pattern.replace(re.escape(f"{{{name}}}"), f"(?P<{name}>{value})")
+            patterns.append(pattern)
+        return tuple(patterns)
+
+    def match(self, host: str) -> dict[str, str] | None:
+        """The fields of ``host`` (lowercase) if it is one of this kind's host forms, else ``None``."""
+        for pattern in self.patterns:
             found = re.fullmatch(pattern, host, re.ASCII)
             if found is not None:
                 return found.groupdict()

@@ -124,7 +124,7 @@ class AwsBackend:
 
     def create_rule(self, rule: CacheRule) -> None:
         """CreatePullThroughCacheRule."""
-        extra = {"credentialArn": rule.credential_arn} if rule.credential_arn else {}
+        extra = _rule_credentials(rule)
         with _calling("ecr:CreatePullThroughCacheRule", prefix=rule.prefix, secret=rule.credential_arn):
             self._ecr.create_pull_through_cache_rule(
                 ecrRepositoryPrefix=rule.prefix,
@@ -134,8 +134,8 @@ class AwsBackend:
             )
 
     def update_rule(self, rule: CacheRule) -> None:
-        """UpdatePullThroughCacheRule: the credential is all ECR lets us change."""
-        extra = {"credentialArn": rule.credential_arn} if rule.credential_arn else {}
+        """UpdatePullThroughCacheRule: the credential (secret or role) is all ECR lets us change."""
+        extra = _rule_credentials(rule)
         with _calling("ecr:UpdatePullThroughCacheRule", prefix=rule.prefix, secret=rule.credential_arn):
             self._ecr.update_pull_through_cache_rule(ecrRepositoryPrefix=rule.prefix, **extra)
 
@@ -182,6 +182,12 @@ class AwsBackend:
                 raise
 
 
+def _rule_credentials(rule: CacheRule) -> dict[str, str]:
+    """The rule's ``credentialArn`` and ``customRoleArn``, those it has."""
+    fields = {"credentialArn": rule.credential_arn, "customRoleArn": rule.custom_role_arn}
+    return {key: value for key, value in fields.items() if value}
+
+
 def _rule(item: PullThroughCacheRuleTypeDef) -> CacheRule:
     return CacheRule(
         prefix=item.get("ecrRepositoryPrefix", ""),
@@ -189,6 +195,7 @@ def _rule(item: PullThroughCacheRuleTypeDef) -> CacheRule:
         upstream_registry_url=item.get("upstreamRegistryUrl", ""),
         credential_arn=item.get("credentialArn"),
         upstream_repository_prefix=item.get("upstreamRepositoryPrefix"),
+        custom_role_arn=item.get("customRoleArn"),
     )
 
 

@@ -48,7 +48,7 @@ def parse_provision_config(data: Mapping[str, Any], source: str = "configuration
     if not isinstance(section, dict):
         raise ConfigError(f"{source}: config key `{SECTION}`: expected a mapping (secrets, lifecycleDays, ...)")
     try:
-        settings = ProvisionSettings.model_validate(section)
+        settings = ProvisionSettings.model_validate(section, context={"tiers": webhook.known_tiers})
     except ValidationError as error:
         raise ConfigError(_describe(error, source)) from None
     return ProvisionConfig(webhook=webhook, settings=settings)

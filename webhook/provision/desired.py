@@ -10,9 +10,16 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, Final
 
-from webhook.core.registries import ECR_HOST_PATTERN, TIERS_BY_NAME, Tier
-from webhook.provision.errors import LocationError, SecretError
-from webhook.provision.policy import node_role_policy, registry_statements, webhook_role_policy
+from webhook.core.registries import ECR_HOST_PATTERN, Tier
+from webhook.provision.errors import LocationError, RoleError, SecretError
+from webhook.provision.policy import (
+    node_role_policy,
+    registry_statements,
+    upstream_registry_statement,
+    upstream_role_permissions,
+    upstream_role_trust,
+    webhook_role_policy,
+)
 from webhook.provision.resources import PULL_THROUGH_CACHE, CacheRule, CreationTemplate, DesiredState, Location
 
 if TYPE_CHECKING:
@@ -59,11 +66,11 @@ def locate(config: Config, region: str | None = None) -> Location:
 
 def enabled_tiers(config: Config) -> tuple[Tier, ...]:
     """The config's enabled tiers, in config order."""
-    return tuple(TIERS_BY_NAME[name] for name in config.tiers)
+    return tuple(config.tier(name) for name in config.tiers)
 
 
 def credential_names(config: Config, settings: ProvisionSettings) -> dict[str, str]:
-    """Secret name per enabled tier that needs one; every opt-in tier must have one, default tiers none."""
+    """Secret name per enabled tier that needs one; every tier that needs a secret must have one, others none."""
     names: dict[str, str] = {}
     for tier in enabled_tiers(config):
         name = settings.secrets.get(tier.name)
@@ -74,10 +81,81 @@ def credential_names(config: Config, settings: ProvisionSettings) -> dict[str, s
                 f"`provision.secrets.{tier.name}` to its name"
             )
         if not tier.needs_credentials and name is not None:
-            raise SecretError(f"tier {tier.name!r} pulls anonymously; remove `provision.secrets.{tier.name}` ({name})")
+            how = "through an IAM role (`provision.upstreamRoles`)" if tier.credential_kind == "role" else "anonymously"
+            raise SecretError(f"tier {tier.name!r} pulls {how}; remove `provision.secrets.{tier.name}` ({name})")
         if name is not None:
             names[tier.name] = name
     return names
+
+
+def upstream_location(tier: Tier) -> Location | None:
+    """Account and region of an ECR upstream (``None`` for other upstreams)."""
+    if tier.credential_kind != "role":
+        return None
+    match = ECR_HOST_PATTERN.fullmatch(tier.upstream_registry_url)
+    return None if match is None else Location(account=match["account"], region=match["region"])
+
+
+def custom_roles(config: Config, settings: ProvisionSettings, location: Location) -> dict[str, str]:
+    """The ``customRoleArn`` per enabled ECR upstream of another account: required there, refused elsewhere.
+
+    ECR assumes the role in the cache's account (CreatePullThroughCacheRule: "must be in the same account as the
+    registry"); an upstream in the cache's own account needs none.
+    """
+    roles: dict[str, str] = {}
+    for tier in enabled_tiers(config):
+        upstream = upstream_location(tier)
+        role = settings.upstream_roles.get(tier.name)
+        if upstream is None:
+            continue
+        if upstream.region.startswith(UNSUPPORTED_REGION_PREFIXES):
+            raise LocationError(
+                f"tier {tier.name!r}: {tier.upstream_registry_url} is in region {upstream.region}, another AWS "
+                f"partition than the cache's {location.region}; pull-through cache does not cross partitions"
+            )
+        key = f"`provision.upstreamRoles.{tier.name}`"
+        if upstream.account == location.account:
+            if role is not None:
+                raise RoleError(
+                    f"tier {tier.name!r}: {tier.upstream_registry_url} is in the cache's own account "
+                    f"{location.account}, so ECR needs no role to pull from it; remove {key} ({role})"
+                )
+            continue
+        if role is None:
+            raise RoleError(
+                f"tier {tier.name!r}: {tier.upstream_registry_url} is in account {upstream.account}, not the cache's "
+                f"{location.account}: ECR pulls from it through an IAM role in account {location.account}. Create it "
+                "(`ecr-ptc-webhook provision upstream-policy` prints its trust and permissions policies) and set "
+                f"{key} to its ARN"
+            )
+        account = role.split(":")[4]
+        if account != location.account:
+            raise RoleError(
+                f"config key {key}: role {role} is in account {account}, but ECR assumes it only in the cache "
+                f"registry's account {location.account}; create the role there and name it here"
+            )
+        roles[tier.name] = role
+    return roles
+
+
+def upstream_policies(config: Config, location: Location) -> list[dict[str, Any]]:
+    """Per enabled ECR upstream of another account: the role's trust and permissions, and the upstream's grant."""
+    policies = []
+    for tier in enabled_tiers(config):
+        upstream = upstream_location(tier)
+        if upstream is None or upstream.account == location.account:
+            continue
+        prefix = config.prefix_for(tier.name)
+        policies.append(
+            {
+                "tier": tier.name,
+                "upstream": tier.upstream_registry_url,
+                "roleTrustPolicy": upstream_role_trust(),
+                "rolePermissionsPolicy": upstream_role_permissions(location, upstream, prefix),
+                "upstreamRegistryPolicyStatement": upstream_registry_statement(location, upstream),
+            }
+        )
+    return policies
 
 
 def lifecycle_policy(days: int) -> str:
@@ -110,12 +188,14 @@ def desired_state(
     """Rules, templates and our registry policy statements for the enabled tiers."""
     check_role_account(settings, location)
     tiers = enabled_tiers(config)
+    roles = custom_roles(config, settings, location)
     rules = tuple(
         CacheRule(
             prefix=config.prefix_for(tier.name),
             upstream_registry=tier.upstream_registry,
             upstream_registry_url=tier.upstream_registry_url,
             credential_arn=credential_arns.get(tier.name),
+            custom_role_arn=roles.get(tier.name),
         )
         for tier in tiers
     )

@@ -6,6 +6,8 @@
     └── ProvisionError                the ECR side cannot be planned, applied or verified
         ├── LocationError             registry host not ECR, region without pull-through cache, wrong account/region
         ├── SecretError               credential secret missing, unreadable, or without username/accessToken
+        ├── RoleError                 the IAM role ECR assumes for an ECR upstream of another account: missing,
+        │                             in the wrong account, or set where none is needed
         ├── ConflictError             a prefix taken by another upstream or by what this tool did not create (see
         │                             --adopt), a V1 registry policy scope, a malformed registry policy
         ├── QuotaError                an ECR quota is full (50 pull-through cache rules, creation templates)
@@ -30,6 +32,10 @@ class LocationError(ProvisionError):
 
 class SecretError(ProvisionError):
     """A credential secret of an opt-in tier is missing, misnamed, unreadable or incomplete."""
+
+
+class RoleError(ProvisionError):
+    """The ``customRoleArn`` of an ECR upstream is missing (another account), misplaced or not needed."""
 
 
 class ConflictError(ProvisionError):

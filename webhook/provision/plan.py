@@ -218,21 +218,23 @@ def _rule_actions(rule: CacheRule, current: CacheRule | None, *, created: bool) 
                 f"({'; '.join(fixed)}); delete it by hand (apply then creates the rule the config needs) or choose "
                 "another prefix in the config's `prefixes`"
             )
-        # UpdatePullThroughCacheRule changes only the credential; anything else means a new rule.
-        credential = (
-            ()
-            if _same_secret(current.credential_arn, rule.credential_arn) or rule.credential_arn is None
-            else (f"credentialArn: {current.credential_arn or '(none)'} -> {rule.credential_arn}",)
-        )
+        # UpdatePullThroughCacheRule changes only the credentials; anything else means a new rule.
         return [
             Action("delete", current, ("replaced: ECR cannot update these fields in place",)),
-            Action("create", rule, (*fixed, *credential)),
+            Action("create", rule, (*fixed, *_credential_changes(current, rule))),
         ]
-    if not _same_secret(current.credential_arn, rule.credential_arn):
-        return [
-            Action("update", rule, (f"credentialArn: {current.credential_arn or '(none)'} -> {rule.credential_arn}",))
-        ]
-    return [Action("no-op", rule)]
+    changes = _credential_changes(current, rule)
+    return [Action("update", rule, changes) if changes else Action("no-op", rule)]
+
+
+def _credential_changes(current: CacheRule, rule: CacheRule) -> tuple[str, ...]:
+    """The secret and role the rule should have instead of its current ones (what UpdatePullThroughCacheRule sets)."""
+    changes = []
+    if rule.credential_arn is not None and not _same_secret(current.credential_arn, rule.credential_arn):
+        changes.append(f"credentialArn: {current.credential_arn or '(none)'} -> {rule.credential_arn}")
+    if rule.custom_role_arn is not None and current.custom_role_arn != rule.custom_role_arn:
+        changes.append(f"customRoleArn: {current.custom_role_arn or '(none)'} -> {rule.custom_role_arn}")
+    return tuple(changes)
 
 
 def _fixed_rule_changes(current: CacheRule, rule: CacheRule) -> tuple[str, ...]:
@@ -245,6 +247,8 @@ def _fixed_rule_changes(current: CacheRule, rule: CacheRule) -> tuple[str, ...]:
         changes.append(f"upstreamRepositoryPrefix: {current.upstream_repository_prefix} -> {ROOT}")
     if rule.credential_arn is None and current.credential_arn:
         changes.append(f"credentialArn: {current.credential_arn} -> (none)")
+    if rule.custom_role_arn is None and current.custom_role_arn:
+        changes.append(f"customRoleArn: {current.custom_role_arn} -> (none)")
     return tuple(changes)
 
 
@@ -252,6 +256,8 @@ def _rule_fields(rule: CacheRule) -> tuple[str, ...]:
     fields = [f"upstreamRegistry: {rule.upstream_registry}"]
     if rule.credential_arn:
         fields.append(f"credentialArn: {rule.credential_arn}")
+    if rule.custom_role_arn:
+        fields.append(f"customRoleArn: {rule.custom_role_arn}")
     return tuple(fields)
 
 

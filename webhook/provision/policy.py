@@ -39,6 +39,27 @@ WEBHOOK_VERIFY_ACTIONS: Final[tuple[str, ...]] = (
 )
 """``verify: true``: a HEAD of a manifest through the cache reads it and, when not cached yet, imports it."""
 
+PULL_THROUGH_CACHE_SERVICE: Final = "pullthroughcache.ecr.amazonaws.com"
+"""The service principal that assumes a pull-through cache rule's ``customRoleArn``."""
+UPSTREAM_ROLE_ACTIONS: Final[tuple[str, ...]] = (
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+    "ecr:BatchImportUpstreamImage",
+    "ecr:GetImageCopyStatus",
+    "ecr:InitiateLayerUpload",
+    "ecr:UploadLayerPart",
+    "ecr:CompleteLayerUpload",
+    "ecr:PutImage",
+)
+"""What ECR does with the role of a cross-account ECR upstream: read the upstream, write the cache (AWS's user guide,
+"Setting up permissions for cross-account ECR to ECR PTC"; there on ``*``, here on the two registries' repositories)."""
+UPSTREAM_GRANT_ACTIONS: Final[tuple[str, ...]] = (
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+    "ecr:BatchCheckLayerAvailability",
+)
+"""What the upstream registry's owner grants the cache's account: an ordinary pull."""
+
 
 def repository_arns(location: Location, prefixes: Iterable[str]) -> list[str]:
     """ARNs of every repository under the cache's prefixes (``.../repository/quay/*``)."""
@@ -95,6 +116,59 @@ def node_role_policy(location: Location, prefixes: Sequence[str]) -> dict[str, A
                 "Resource": repository_arns(location, prefixes),
             },
         ],
+    }
+
+
+def upstream_role_trust() -> dict[str, Any]:
+    """The trust policy of the role ECR assumes to pull from an ECR upstream of another account."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": f"{STATEMENT_SID_PREFIX}PullThroughCache",
+                "Effect": "Allow",
+                "Principal": {"Service": PULL_THROUGH_CACHE_SERVICE},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+
+
+def upstream_role_permissions(location: Location, upstream: Location, prefix: str) -> dict[str, Any]:
+    """The identity policy of that role: log in, read the upstream's repositories, write the tier's cache ones."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": f"{STATEMENT_SID_PREFIX}Login",
+                "Effect": "Allow",
+                "Action": "ecr:GetAuthorizationToken",
+                "Resource": "*",
+            },
+            {
+                "Sid": f"{STATEMENT_SID_PREFIX}UpstreamPull",
+                "Effect": "Allow",
+                "Action": list(UPSTREAM_ROLE_ACTIONS),
+                "Resource": [
+                    f"arn:{PARTITION}:ecr:{upstream.region}:{upstream.account}:repository/*",
+                    *repository_arns(location, [prefix]),
+                ],
+            },
+        ],
+    }
+
+
+def upstream_registry_statement(location: Location, upstream: Location) -> dict[str, Any]:
+    """The statement the upstream registry's owner adds (registry policy, V2 scope) so the cache's account may pull.
+
+    Its ``Sid`` is not one of ours: should this tool provision the upstream registry too, it must keep the statement.
+    """
+    return {
+        "Sid": f"PullThroughCacheTo{location.account}",
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:{PARTITION}:iam::{location.account}:root"},
+        "Action": list(UPSTREAM_GRANT_ACTIONS),
+        "Resource": f"arn:{PARTITION}:ecr:{upstream.region}:{upstream.account}:repository/*",
     }
 
 

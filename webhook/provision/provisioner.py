@@ -9,7 +9,14 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from webhook.provision.desired import credential_names, desired_state, locate, node_policy, webhook_policy
+from webhook.provision.desired import (
+    credential_names,
+    desired_state,
+    locate,
+    node_policy,
+    upstream_policies,
+    webhook_policy,
+)
 from webhook.provision.errors import ApplyError, ConflictError, LocationError, ProvisionError, SecretError
 from webhook.provision.plan import Action, Plan, plan_apply, plan_destroy
 from webhook.provision.policy import policy_scope_problem
@@ -200,9 +207,9 @@ class Provisioner:
             checks.append(self._scope_check())
         checks.extend(_drift_checks(desired, observed))
         checks.extend(
-            self._validation_check(rule.prefix)
+            self._validation_check(rule.prefix, role=current[rule.prefix].custom_role_arn is not None)
             for rule in desired.rules
-            if rule.prefix in current and current[rule.prefix].credential_arn
+            if rule.prefix in current and (current[rule.prefix].credential_arn or current[rule.prefix].custom_role_arn)
         )
         return Verification(tuple(checks))
 
@@ -215,7 +222,7 @@ class Provisioner:
         problem = policy_scope_problem(scope, self.location)
         return Check(subject, ok=problem is None, detail=problem or f"{scope}: allows the pull-through statements")
 
-    def _validation_check(self, prefix: str) -> Check:
+    def _validation_check(self, prefix: str, *, role: bool = False) -> Check:
         subject = f"ValidatePullThroughCacheRule {prefix}"
         try:
             result = self._backend.validate_rule(prefix)
@@ -224,16 +231,24 @@ class Provisioner:
         if result.valid:
             return Check(subject, ok=True)
         failure = result.failure or "invalid"
-        advice = (
-            _AWS_MANAGED_KEY_ADVICE
-            if _KMS_TROUBLE.search(failure)
-            else "check the secret's username and accessToken against the upstream registry"
-        )
+        if role:
+            advice = (
+                "check the role's trust and permissions policies and the upstream registry's policy "
+                "(`provision upstream-policy` prints all three)"
+            )
+        elif _KMS_TROUBLE.search(failure):
+            advice = _AWS_MANAGED_KEY_ADVICE
+        else:
+            advice = "check the secret's username and accessToken against the upstream registry"
         return Check(subject, ok=False, detail=f"{failure}; {advice}")
 
     def node_policy(self) -> dict[str, Any]:
         """The identity policy the node roles of the cluster accounts need; offline."""
         return node_policy(self._config.webhook, self.location)
+
+    def upstream_policies(self) -> list[dict[str, Any]]:
+        """Per ECR upstream of another account, the role's policies and the upstream's grant; offline."""
+        return upstream_policies(self._config.webhook, self.location)
 
     def webhook_policy(self) -> dict[str, Any] | None:
         """The identity policy the webhook's ServiceAccount role needs (``None``: none); offline."""

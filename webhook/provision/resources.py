@@ -22,6 +22,8 @@ class CacheRule:
     upstream_repository_prefix: str | None = None
     """ECR's ``upstreamRepositoryPrefix``: ``<prefix>/x`` is fetched from ``<upstream prefix>/x``. Ours is the
     upstream's root: ``None`` (not sent, ECR's default) or ``ROOT``."""
+    custom_role_arn: str | None = None
+    """ECR's ``customRoleArn``: the role ECR assumes to pull from an ECR upstream of another account."""
 
     def describe(self) -> str:
         """``pull-through cache rule quay (quay.io -> quay/)``."""

@@ -10,12 +10,15 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from webhook.core.registries import TIERS_BY_NAME
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from webhook.core.config import Config
+    from webhook.core.registries import Tier
 
 CREDENTIAL_SECRET_PREFIX: Final = "ecr-pullthroughcache/"  # noqa: S105 - a name prefix, not a secret
 """ECR only accepts credential secrets whose name starts with this."""
@@ -75,14 +78,17 @@ class ProvisionSettings(BaseModel):
     templates' tags are left as they are; ``{}``: the templates carry none."""
     repository_role_arn: str | None = Field(default=None, alias="repositoryRoleArn")
     """IAM role ECR assumes to create tagged repositories; ECR requires one when templates carry tags."""
+    upstream_roles: dict[str, str] = Field(default_factory=dict, alias="upstreamRoles")
+    """Per ECR upstream of another account (``upstreams`` with ``upstreamRegistry: ecr``), the IAM role ECR assumes
+    to pull from it (the rule's ``customRoleArn``)."""
 
     @field_validator("secrets")
     @classmethod
-    def _secrets_are_named_for_ecr(cls, value: dict[str, str]) -> dict[str, str]:
-        known = ", ".join(TIERS_BY_NAME)
+    def _secrets_are_named_for_ecr(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        tiers = _known_tiers(info)
         for tier, name in value.items():
-            if tier not in TIERS_BY_NAME:
-                raise ValueError(f"unknown tier {tier!r}; known: {known}")
+            if tier not in tiers:
+                raise ValueError(f"unknown tier {tier!r}; known: {', '.join(tiers)}")
             if not name.startswith(CREDENTIAL_SECRET_PREFIX):
                 raise ValueError(
                     f"secret {name!r} for tier {tier!r} must be named {CREDENTIAL_SECRET_PREFIX}...; ECR refuses "
@@ -91,6 +97,23 @@ class ProvisionSettings(BaseModel):
             if not _SECRET_NAME.fullmatch(name):
                 raise ValueError(
                     f"secret {name!r} for tier {tier!r}: a name (not an ARN) of letters, digits and /_+=.@- only"
+                )
+        return value
+
+    @field_validator("upstream_roles")
+    @classmethod
+    def _roles_are_for_ecr_upstreams(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        tiers = _known_tiers(info)
+        for tier, role in value.items():
+            if tier not in tiers or tiers[tier].credential_kind != "role":
+                ecr = [name for name, facts in tiers.items() if facts.credential_kind == "role"]
+                raise ValueError(
+                    f"{tier!r} is not an ECR upstream (`upstreams` with `upstreamRegistry: ecr`); known: "
+                    f"{', '.join(ecr) or 'none'}"
+                )
+            if not _ROLE_ARN.fullmatch(role):
+                raise ValueError(
+                    f"{role!r} for {tier!r} is not an IAM role ARN; expected arn:aws:iam::<account>:role/<name>"
                 )
         return value
 
@@ -119,6 +142,13 @@ class ProvisionSettings(BaseModel):
                 "give it (see docs/provision.md); set it or drop `tags`"
             )
         return self
+
+
+def _known_tiers(info: ValidationInfo) -> Mapping[str, Tier]:
+    """The tiers of the webhook's config (validated first, passed as context), else the built-in ones."""
+    context = info.context if isinstance(info.context, dict) else {}
+    tiers: Mapping[str, Tier] = context.get("tiers", TIERS_BY_NAME)
+    return tiers
 
 
 @dataclass(frozen=True, slots=True)

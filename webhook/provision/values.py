@@ -14,12 +14,14 @@ NOT_CHART_VALUES: Final = frozenset({"provision"})
 def chart_values(config: Config) -> dict[str, Any]:
     """Every webhook key of the validated config under its file name (alias), as the chart's values.yaml spells it.
 
-    ``prefixes`` holds the prefix of every enabled tier (defaults spelled out), and any other tier's configured one,
-    so the deployed config resolves the same prefixes and passes the same distinctness check.
+    ``prefixes`` holds the prefix of every enabled built-in tier (defaults spelled out), and any other tier's
+    configured one, so the deployed config resolves the same prefixes and passes the same distinctness check; the
+    tiers of ``upstreams`` carry their prefix in their entry.
     """
     values = config.model_dump(mode="json", by_alias=True, exclude=set(NOT_CHART_VALUES))
     values["tiers"] = list(config.tiers)
-    values["prefixes"] = {tier: config.prefix_for(tier) for tier in config.tiers} | {
+    built_in = [tier for tier in config.tiers if not config.tier(tier).user_defined]
+    values["prefixes"] = {tier: config.prefix_for(tier) for tier in built_in} | {
         tier: prefix for tier, prefix in config.prefixes.items() if tier not in config.tiers
     }
     return values
