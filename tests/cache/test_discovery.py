@@ -275,3 +275,65 @@ def test_for_config_reads_the_registry_s_region_and_account(config: Config, ecr:
     discovery = RuleDiscovery.for_config(config)
     assert discovery._registry_id == ACCOUNT
     assert discovery._ecr.meta.region_name == "eu-west-1"
+
+
+# --- the config's own upstreams: matched by upstream URL -------------------------------------------------------------
+
+CENTRAL = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
+UPSTREAMS = [
+    {
+        "name": "acme-acr",
+        "upstreamRegistry": "azure-container-registry",
+        "host": "acmecorp.azurecr.io",
+        "prefix": "acr",
+    },
+    {
+        "name": "central-ecr",
+        "upstreamRegistry": "ecr",
+        "host": "111122223333.dkr-ecr.us-east-1.on.aws",
+        "prefix": "use1",
+    },
+]
+
+
+def upstreams_config() -> Config:
+    return parse_config(
+        {"registry": REGISTRY, "upstreams": UPSTREAMS, "tiers": ["chainguard", "acme-acr", "central-ecr"]}
+    )
+
+
+def test_user_defined_upstreams_are_found_by_their_url() -> None:
+    rules = [
+        rule("chainguard", "cgr.dev", "chainguard"),
+        rule("acr", "https://AcmeCorp.azurecr.io/", "azure-container-registry"),
+        rule("use1", CENTRAL, "ecr", customRoleArn=f"arn:aws:iam::{ACCOUNT}:role/ptc"),
+    ]
+    result = survey(upstreams_config(), rules)
+    assert result.available_tiers == {"chainguard", "acme-acr", "central-ecr"}
+    assert result.drift == ()
+    assert [item.tier for item in result.rules] == ["chainguard", "acme-acr", "central-ecr"]
+
+
+def test_another_registry_of_the_same_kind_on_the_prefix_is_a_mismatch() -> None:
+    rules = [
+        rule("chainguard", "cgr.dev", "chainguard"),
+        rule("acr", "othercorp.azurecr.io", "azure-container-registry"),
+        rule("use1", "444455556666.dkr.ecr.us-east-1.amazonaws.com", "ecr"),
+        rule("old", CENTRAL, "ecr"),
+    ]
+    result = survey(upstreams_config(), rules)
+    assert result.available_tiers == {"chainguard"}
+    drift = {(item.tier, item.kind) for item in result.drift}
+    assert drift == {
+        ("acme-acr", DriftKind.UPSTREAM_MISMATCH),
+        ("central-ecr", DriftKind.UPSTREAM_MISMATCH),
+        ("central-ecr", DriftKind.EXTRA),  # `old` fronts the central registry under a prefix the config does not use
+    }
+    mismatch = next(item for item in result.drift if item.tier == "acme-acr")
+    assert mismatch.detail == "rule 'acr' fronts othercorp.azurecr.io, expected acmecorp.azurecr.io"
+
+
+def test_a_rule_without_url_is_never_taken_for_a_user_defined_upstream() -> None:
+    """`upstreamRegistry: ecr` alone names no registry: only built-in tiers match by the enum value."""
+    result = survey(upstreams_config(), [rule("use1", "", "ecr"), rule("chainguard", "", "chainguard")])
+    assert result.available_tiers == {"chainguard"}
