@@ -143,3 +143,31 @@ class FakeEcr:
     def delete_policy(self) -> None:
         self._mutate("delete_policy")
         self.policy = None
+
+
+CENTRAL = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
+"""A central registry in another account and region: the ECR upstream of the tests."""
+UPSTREAM_ROLE = f"arn:aws:iam::{ACCOUNT}:role/ecr-ptc-upstream"
+NEW_KINDS: dict[str, Any] = {
+    "registry": REGISTRY,
+    "upstreams": [
+        {
+            "name": "acme-acr",
+            "upstreamRegistry": "azure-container-registry",
+            "host": "acmecorp.azurecr.io",
+            "prefix": "acr",
+        },
+        {"name": "central-ecr", "upstreamRegistry": "ecr", "host": CENTRAL, "prefix": "use1"},
+    ],
+    "tiers": ["chainguard", "acme-acr", "central-ecr"],
+    "provision": {
+        "secrets": {"chainguard": "ecr-pullthroughcache/chainguard", "acme-acr": "ecr-pullthroughcache/acme-acr"},
+        "upstreamRoles": {"central-ecr": UPSTREAM_ROLE},
+    },
+}
+"""A config with all three new kinds of upstream: chainguard, an Azure registry, a cross-account ECR registry."""
+
+
+def new_kinds_config(**changes: Any) -> ProvisionConfig:
+    """:data:`NEW_KINDS`, with top-level keys replaced by ``changes``."""
+    return parse_provision_config({**NEW_KINDS, **changes})

@@ -12,7 +12,16 @@ import boto3
 import pytest
 from botocore.exceptions import ParamValidationError
 from botocore.stub import Stubber
-from provision.provision_fakes import ACCOUNT, aws_sandbox, make_config, secret_arn
+from provision.provision_fakes import (
+    ACCOUNT,
+    CENTRAL,
+    NEW_KINDS,
+    UPSTREAM_ROLE,
+    aws_sandbox,
+    make_config,
+    new_kinds_config,
+    secret_arn,
+)
 
 from webhook.provision import AwsError, ConflictError, LocationError, Provisioner, QuotaError, SecretError
 from webhook.provision.aws import AwsBackend, session
@@ -539,3 +548,128 @@ def test_apply_then_what_ecr_describes_back_plans_all_no_op(stubs: Stubs) -> Non
     stubs.ecr_stub.add_response("get_registry_policy", {"registryId": ACCOUNT, "policyText": described_policy})
     plan = Provisioner(stubs.backend, config).plan()
     assert [action.kind for action in plan.actions] == ["no-op"] * 5
+
+
+# --- the new kinds of upstream: chainguard and Azure with secrets, ECR with customRoleArn ----------------------------
+
+
+def new_kind_secrets(stubs: Stubs) -> None:
+    for name in ("ecr-pullthroughcache/chainguard", "ecr-pullthroughcache/acme-acr"):
+        stubs.secrets_stub.add_response("describe_secret", {"ARN": secret_arn(name), "Name": name}, {"SecretId": name})
+        stubs.secrets_stub.add_response(
+            "get_secret_value",
+            {"ARN": secret_arn(name), "SecretString": '{"username": "bot", "accessToken": "x"}'},
+            {"SecretId": secret_arn(name)},
+        )
+
+
+NEW_KIND_RULES = [
+    {
+        "ecrRepositoryPrefix": "chainguard",
+        "upstreamRegistryUrl": "cgr.dev",
+        "upstreamRegistry": "chainguard",
+        "credentialArn": secret_arn("ecr-pullthroughcache/chainguard"),
+    },
+    {
+        "ecrRepositoryPrefix": "acr",
+        "upstreamRegistryUrl": "acmecorp.azurecr.io",
+        "upstreamRegistry": "azure-container-registry",
+        "credentialArn": secret_arn("ecr-pullthroughcache/acme-acr"),
+    },
+    {
+        "ecrRepositoryPrefix": "use1",
+        "upstreamRegistryUrl": CENTRAL,
+        "upstreamRegistry": "ecr",
+        "customRoleArn": UPSTREAM_ROLE,
+    },
+]
+
+
+def new_kind_template(prefix: str, url: str) -> dict[str, Any]:
+    return {
+        "prefix": prefix,
+        "description": f"{MANAGED_BY}: pull-through cache of {url}",
+        "appliedFor": ["PULL_THROUGH_CACHE"],
+        "imageTagMutability": "MUTABLE",
+        "lifecyclePolicy": lifecycle_policy(30),
+    }
+
+
+NEW_KIND_TEMPLATES = [
+    new_kind_template(rule["ecrRepositoryPrefix"], rule["upstreamRegistryUrl"]) for rule in NEW_KIND_RULES
+]
+
+
+def test_apply_creates_the_new_kinds_rules_with_their_secret_or_role(stubs: Stubs) -> None:
+    """Every request checked against the ECR model: credentialArn for chainguard and Azure, customRoleArn for ECR."""
+    caller_identity(stubs)
+    new_kind_secrets(stubs)
+    stubs.ecr_stub.add_response("describe_pull_through_cache_rules", {"pullThroughCacheRules": []}, {})
+    stubs.ecr_stub.add_response("describe_repository_creation_templates", {"repositoryCreationTemplates": []}, {})
+    stubs.ecr_stub.add_client_error("get_registry_policy", "RegistryPolicyNotFoundException", "none", 400)
+    for template in NEW_KIND_TEMPLATES:
+        stubs.ecr_stub.add_response("create_repository_creation_template", {}, template)
+    for rule in NEW_KIND_RULES:
+        stubs.ecr_stub.add_response("create_pull_through_cache_rule", {}, rule)
+    plan = Provisioner(stubs.backend, new_kinds_config()).apply()
+    assert [action.describe() for action in plan.changes][3:] == [
+        "+ create pull-through cache rule chainguard (cgr.dev -> chainguard/)",
+        "+ create pull-through cache rule acr (acmecorp.azurecr.io -> acr/)",
+        f"+ create pull-through cache rule use1 ({CENTRAL} -> use1/)",
+    ]
+    assert plan.changes[-1].changes == ("upstreamRegistry: ecr", f"customRoleArn: {UPSTREAM_ROLE}")
+
+
+def test_the_new_kinds_described_back_plan_no_op_and_a_new_role_is_an_update(stubs: Stubs) -> None:
+    described = [{**rule, "registryId": ACCOUNT, "upstreamRepositoryPrefix": "ROOT"} for rule in NEW_KIND_RULES]
+    caller_identity(stubs)
+    new_kind_secrets(stubs)
+    stubs.ecr_stub.add_response("describe_pull_through_cache_rules", {"pullThroughCacheRules": described})
+    stubs.ecr_stub.add_response(
+        "describe_repository_creation_templates", {"repositoryCreationTemplates": NEW_KIND_TEMPLATES}
+    )
+    stubs.ecr_stub.add_client_error("get_registry_policy", "RegistryPolicyNotFoundException", "none", 400)
+    assert {action.kind for action in Provisioner(stubs.backend, new_kinds_config()).plan().actions} == {"no-op"}
+
+    other_role = f"arn:aws:iam::{ACCOUNT}:role/ecr-ptc-upstream-v2"
+    provision = {**NEW_KINDS["provision"], "upstreamRoles": {"central-ecr": other_role}}
+    caller_identity(stubs)
+    new_kind_secrets(stubs)
+    stubs.ecr_stub.add_response("describe_pull_through_cache_rules", {"pullThroughCacheRules": described})
+    stubs.ecr_stub.add_response(
+        "describe_repository_creation_templates", {"repositoryCreationTemplates": NEW_KIND_TEMPLATES}
+    )
+    stubs.ecr_stub.add_client_error("get_registry_policy", "RegistryPolicyNotFoundException", "none", 400)
+    stubs.ecr_stub.add_response(
+        "update_pull_through_cache_rule", {}, {"ecrRepositoryPrefix": "use1", "customRoleArn": other_role}
+    )
+    plan = Provisioner(stubs.backend, new_kinds_config(provision=provision)).apply()
+    (update,) = plan.changes
+    assert update.changes == (f"customRoleArn: {UPSTREAM_ROLE} -> {other_role}",)
+
+
+def test_verify_validates_the_ecr_rule_and_points_at_the_role_policies(stubs: Stubs) -> None:
+    described = [{**rule, "registryId": ACCOUNT} for rule in NEW_KIND_RULES]
+    caller_identity(stubs)
+    stubs.ecr_stub.add_response("describe_pull_through_cache_rules", {"pullThroughCacheRules": described})
+    stubs.ecr_stub.add_response(
+        "describe_repository_creation_templates", {"repositoryCreationTemplates": NEW_KIND_TEMPLATES}
+    )
+    stubs.ecr_stub.add_client_error("get_registry_policy", "RegistryPolicyNotFoundException", "none", 400)
+    new_kind_secrets(stubs)
+    for prefix in ("chainguard", "acr"):
+        stubs.ecr_stub.add_response(
+            "validate_pull_through_cache_rule",
+            {"ecrRepositoryPrefix": prefix, "isValid": True},
+            {"ecrRepositoryPrefix": prefix},
+        )
+    stubs.ecr_stub.add_response(
+        "validate_pull_through_cache_rule",
+        {"ecrRepositoryPrefix": "use1", "isValid": False, "failure": "AccessDenied: sts:AssumeRole"},
+        {"ecrRepositoryPrefix": "use1"},
+    )
+    verification = Provisioner(stubs.backend, new_kinds_config()).verify()
+    (failed,) = [check for check in verification.checks if not check.ok]
+    assert failed.subject == "ValidatePullThroughCacheRule use1"
+    assert "check the role's trust and permissions policies and the upstream registry's policy" in failed.detail
+    assert sum(1 for check in verification.checks if check.ok) == 10  # secrets 2, rules 3, templates 3, validations 2
