@@ -28,8 +28,15 @@ from integration.server import WebhookProcess
 from repository import SERVE_ARGS, tool
 from reviews import make_pod, make_review
 
-from webhook.core.config import parse_config
-from webhook.core.registries import ECR_HOST_PATTERN, ECR_PREFIX_MAX, ECR_PREFIX_MIN, ECR_PREFIX_PATTERN, TIERS_BY_NAME
+from webhook.core.config import TIER_NAME_MAX, TIER_NAME_PATTERN, parse_config
+from webhook.core.registries import (
+    ECR_HOST_PATTERN,
+    ECR_PREFIX_MAX,
+    ECR_PREFIX_MIN,
+    ECR_PREFIX_PATTERN,
+    TIERS_BY_NAME,
+    UPSTREAM_KINDS,
+)
 from webhook.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -308,6 +315,8 @@ def test_config_map_is_the_webhook_config_from_the_top_level_values(values: Path
     expected = {key: chosen[key] for key in keys}
     if chosen["prefixes"]:
         expected["prefixes"] = chosen["prefixes"]
+    if chosen["upstreams"]:
+        expected["upstreams"] = chosen["upstreams"]
     assert config == expected
     # ...and the webhook accepts it as it is.
     assert parse_config(config).registry == chosen["registry"]
@@ -336,9 +345,27 @@ def test_a_config_change_rolls_the_pods_and_a_new_certificate_does_not() -> None
 def test_schema_patterns_are_the_webhooks_registry_facts() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())["properties"]
     assert schema["registry"]["pattern"] == f"^$|^(?:{ECR_HOST_PATTERN.pattern})$"
-    assert schema["tiers"]["items"]["enum"] == list(TIERS_BY_NAME)
+    built_in, user_defined = schema["tiers"]["items"]["anyOf"]
+    assert built_in["enum"] == list(TIERS_BY_NAME)
+    assert (user_defined["pattern"], user_defined["maxLength"]) == (f"^(?:{TIER_NAME_PATTERN.pattern})$", TIER_NAME_MAX)
     assert list(schema["prefixes"]["properties"]) == list(TIERS_BY_NAME)
     assert schema["prefixes"]["additionalProperties"] is False
+    upstream = schema["upstreams"]["items"]
+    assert upstream["properties"]["name"]["not"]["enum"] == list(TIERS_BY_NAME)
+    assert upstream["properties"]["name"]["pattern"] == user_defined["pattern"]
+    assert upstream["properties"]["upstreamRegistry"]["enum"] == list(UPSTREAM_KINDS)
+    hosts = {
+        rule["if"]["properties"]["upstreamRegistry"]["const"]: [
+            alternative["pattern"] for alternative in rule["then"]["properties"]["host"]["anyOf"]
+        ]
+        for rule in upstream["allOf"]
+    }
+    assert hosts == {name: [f"^(?:{pattern})$" for pattern in kind.patterns] for name, kind in UPSTREAM_KINDS.items()}
+    # validate.yaml names the built-in tiers too (helm cannot read the schema from a template).
+    validate = (CHART / "templates" / "validate.yaml").read_text()
+    listed = re.search(r"\$builtIn := list ((?:\"[a-z0-9-]+\" ?)+)", validate)
+    assert listed is not None
+    assert re.findall(r"\"([a-z0-9-]+)\"", listed.group(1)) == list(TIERS_BY_NAME)
     prefix = json.loads((CHART / "values.schema.json").read_text())["definitions"]["prefix"]
     assert prefix["pattern"] == f"^(?:{ECR_PREFIX_PATTERN.pattern})$"
     assert (prefix["minLength"], prefix["maxLength"]) == (ECR_PREFIX_MIN, ECR_PREFIX_MAX)
@@ -352,7 +379,34 @@ def test_schema_patterns_are_the_webhooks_registry_facts() -> None:
     [
         (["--set", "registry=quay.io"], "at '/registry': 'quay.io' does not match pattern"),
         (["--set", "registry=123456789012.dkr.ecr.eu-west-1.amazonaws.com.evil"], "at '/registry'"),
-        (["--set", "tiers={quay,dockerhub}"], "at '/tiers/1': value must be one of 'quay', 'k8s'"),
+        (["--set", "tiers={quay,Docker_Hub}"], "at '/tiers/1': 'anyOf' failed"),
+        (
+            [
+                "--set",
+                "upstreams[0].name=acme,upstreams[0].upstreamRegistry=azure-container-registry",
+                "--set",
+                "upstreams[0].host=acme.example.com,upstreams[0].prefix=acme",
+            ],
+            "at '/upstreams/0/host': 'anyOf' failed",
+        ),
+        (
+            [
+                "--set",
+                "upstreams[0].name=acme,upstreams[0].upstreamRegistry=ecr",
+                "--set",
+                "upstreams[0].host=acmecorp.azurecr.io,upstreams[0].prefix=acme",
+            ],
+            "at '/upstreams/0/host': 'anyOf' failed",
+        ),
+        (
+            [
+                "--set",
+                "upstreams[0].name=quay,upstreams[0].upstreamRegistry=quay",
+                "--set",
+                "upstreams[0].host=quay.io,upstreams[0].prefix=acme",
+            ],
+            "at '/upstreams/0/upstreamRegistry': value must be one of 'azure-container-registry', 'ecr'",
+        ),
         (["--set", "dryRun=yes"], "at '/dryRun': got string, want boolean"),
         (["--set-string", "dryRun=true"], "at '/dryRun': got string, want boolean"),
         (["--set", "digests=always"], "at '/digests': value must be one of 'rewrite', 'skip'"),
@@ -408,6 +462,25 @@ def test_the_schema_rejects_bad_values_with_a_message_naming_the_key(args: list[
                 *("--set", "autoscaling.minReplicas=5", "--set", "autoscaling.maxReplicas=3"),
             ],
             "autoscaling.minReplicas (5) is greater than autoscaling.maxReplicas (3)",
+        ),
+        (
+            ["--set", f"registry={REGISTRY}", "--set", "tiers={quay,dockerhub}"],
+            'tiers: unknown tier "dockerhub"; known: quay, k8s, docker-hub, ghcr, gitlab, chainguard',
+        ),
+        (
+            [
+                "--set",
+                f"registry={REGISTRY}",
+                "--set",
+                "tiers={quay,acme}",
+                "--set",
+                "upstreams[0].name=acme-acr",
+                "--set",
+                "upstreams[0].upstreamRegistry=azure-container-registry",
+                "--set",
+                "upstreams[0].host=acmecorp.azurecr.io,upstreams[0].prefix=acr",
+            ],
+            'tiers: unknown tier "acme"; known: quay, k8s, docker-hub, ghcr, gitlab, chainguard, acme-acr',
         ),
         (
             ["--set", f"registry={REGISTRY}", "--set", "preStopSleepSeconds=30"],
