@@ -7,26 +7,14 @@ from typing import TYPE_CHECKING
 
 import yaml
 from audit.audit_support import REGISTRY, Cli, cli_fixture
+from provision.provision_fakes import CENTRAL, NEW_KINDS
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 cli = cli_fixture()
 
-CENTRAL = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
-CONFIG = {
-    "registry": REGISTRY,
-    "upstreams": [
-        {
-            "name": "acme-acr",
-            "upstreamRegistry": "azure-container-registry",
-            "host": "acmecorp.azurecr.io",
-            "prefix": "acr",
-        },
-        {"name": "central-ecr", "upstreamRegistry": "ecr", "host": CENTRAL, "prefix": "use1"},
-    ],
-    "tiers": ["quay", "acme-acr"],
-}
+CONFIG = {"registry": REGISTRY, "upstreams": NEW_KINDS["upstreams"], "tiers": ["quay", "acme-acr"]}
 MANIFEST = f"""\
 apiVersion: apps/v1
 kind: Deployment

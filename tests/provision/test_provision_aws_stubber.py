@@ -620,26 +620,27 @@ def test_apply_creates_the_new_kinds_rules_with_their_secret_or_role(stubs: Stub
     assert plan.changes[-1].changes == ("upstreamRegistry: ecr", f"customRoleArn: {UPSTREAM_ROLE}")
 
 
-def test_the_new_kinds_described_back_plan_no_op_and_a_new_role_is_an_update(stubs: Stubs) -> None:
-    described = [{**rule, "registryId": ACCOUNT, "upstreamRepositoryPrefix": "ROOT"} for rule in NEW_KIND_RULES]
-    caller_identity(stubs)
-    new_kind_secrets(stubs)
-    stubs.ecr_stub.add_response("describe_pull_through_cache_rules", {"pullThroughCacheRules": described})
+def registry_holds(stubs: Stubs, rules: list[dict[str, Any]]) -> None:
+    """The registry's answers to observe: these rules, the new kinds' templates, no registry policy."""
+    stubs.ecr_stub.add_response("describe_pull_through_cache_rules", {"pullThroughCacheRules": rules})
     stubs.ecr_stub.add_response(
         "describe_repository_creation_templates", {"repositoryCreationTemplates": NEW_KIND_TEMPLATES}
     )
     stubs.ecr_stub.add_client_error("get_registry_policy", "RegistryPolicyNotFoundException", "none", 400)
+
+
+def test_the_new_kinds_described_back_plan_no_op_and_a_new_role_is_an_update(stubs: Stubs) -> None:
+    described = [{**rule, "registryId": ACCOUNT, "upstreamRepositoryPrefix": "ROOT"} for rule in NEW_KIND_RULES]
+    caller_identity(stubs)
+    new_kind_secrets(stubs)
+    registry_holds(stubs, described)
     assert {action.kind for action in Provisioner(stubs.backend, new_kinds_config()).plan().actions} == {"no-op"}
 
     other_role = f"arn:aws:iam::{ACCOUNT}:role/ecr-ptc-upstream-v2"
     provision = {**NEW_KINDS["provision"], "upstreamRoles": {"central-ecr": other_role}}
     caller_identity(stubs)
     new_kind_secrets(stubs)
-    stubs.ecr_stub.add_response("describe_pull_through_cache_rules", {"pullThroughCacheRules": described})
-    stubs.ecr_stub.add_response(
-        "describe_repository_creation_templates", {"repositoryCreationTemplates": NEW_KIND_TEMPLATES}
-    )
-    stubs.ecr_stub.add_client_error("get_registry_policy", "RegistryPolicyNotFoundException", "none", 400)
+    registry_holds(stubs, described)
     stubs.ecr_stub.add_response(
         "update_pull_through_cache_rule", {}, {"ecrRepositoryPrefix": "use1", "customRoleArn": other_role}
     )
@@ -651,11 +652,7 @@ def test_the_new_kinds_described_back_plan_no_op_and_a_new_role_is_an_update(stu
 def test_verify_validates_the_ecr_rule_and_points_at_the_role_policies(stubs: Stubs) -> None:
     described = [{**rule, "registryId": ACCOUNT} for rule in NEW_KIND_RULES]
     caller_identity(stubs)
-    stubs.ecr_stub.add_response("describe_pull_through_cache_rules", {"pullThroughCacheRules": described})
-    stubs.ecr_stub.add_response(
-        "describe_repository_creation_templates", {"repositoryCreationTemplates": NEW_KIND_TEMPLATES}
-    )
-    stubs.ecr_stub.add_client_error("get_registry_policy", "RegistryPolicyNotFoundException", "none", 400)
+    registry_holds(stubs, described)
     new_kind_secrets(stubs)
     for prefix in ("chainguard", "acr"):
         stubs.ecr_stub.add_response(

@@ -98,17 +98,22 @@ def registry_statements(
     return tuple(statements)
 
 
+def login_statement() -> dict[str, Any]:
+    """``ecr:GetAuthorizationToken``, which has no resource-level permissions: every ECR client logs in with it."""
+    return {
+        "Sid": f"{STATEMENT_SID_PREFIX}Login",
+        "Effect": "Allow",
+        "Action": "ecr:GetAuthorizationToken",
+        "Resource": "*",
+    }
+
+
 def node_role_policy(location: Location, prefixes: Sequence[str]) -> dict[str, Any]:
     """The identity policy that node roles (in any allowed account) need to pull through the cache."""
     return {
         "Version": POLICY_VERSION,
         "Statement": [
-            {
-                "Sid": f"{STATEMENT_SID_PREFIX}Login",
-                "Effect": "Allow",
-                "Action": "ecr:GetAuthorizationToken",
-                "Resource": "*",
-            },
+            login_statement(),
             {
                 "Sid": f"{STATEMENT_SID_PREFIX}PullThroughCache",
                 "Effect": "Allow",
@@ -139,12 +144,7 @@ def upstream_role_permissions(location: Location, upstream: Location, prefix: st
     return {
         "Version": POLICY_VERSION,
         "Statement": [
-            {
-                "Sid": f"{STATEMENT_SID_PREFIX}Login",
-                "Effect": "Allow",
-                "Action": "ecr:GetAuthorizationToken",
-                "Resource": "*",
-            },
+            login_statement(),
             {
                 "Sid": f"{STATEMENT_SID_PREFIX}UpstreamPull",
                 "Effect": "Allow",
@@ -188,14 +188,7 @@ def webhook_role_policy(
             }
         )
     if verify:
-        statements.append(
-            {
-                "Sid": f"{STATEMENT_SID_PREFIX}Login",
-                "Effect": "Allow",
-                "Action": "ecr:GetAuthorizationToken",
-                "Resource": "*",
-            }
-        )
+        statements.append(login_statement())
         statements.append(
             {
                 "Sid": f"{STATEMENT_SID_PREFIX}Verify",
