@@ -475,3 +475,16 @@ def test_the_image_policies_from_file_env_and_flags(tmp_path: Path) -> None:
 def test_bad_image_policies_name_the_key_and_the_pattern(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_config({"registry": REGISTRY, **data})
+
+
+def test_env_and_flags_enable_the_files_upstreams(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"registry: {REGISTRY}\n"
+        "upstreams:\n"
+        "  - {name: acme-acr, upstreamRegistry: azure-container-registry, host: acmecorp.azurecr.io, prefix: acr}\n",
+    )
+    assert load_config(path, env={"ECR_PTC_WEBHOOK_TIERS": "quay,acme-acr"}).tiers == ("quay", "acme-acr")
+    assert load_config(path, overrides={"tiers": ["acme-acr"]}).tiers == ("acme-acr",)
+    with pytest.raises(ConfigError, match=re.escape(f"unknown tier 'acme'; {KNOWN_TIERS}, acme-acr")):
+        load_config(path, env={"ECR_PTC_WEBHOOK_TIERS": "acme"})

@@ -145,6 +145,46 @@ def test_rules_discover_warms_only_tiers_the_cache_has_a_rule_for(ecr: tuple[ECR
     assert fetch.calls == ["quay/a/b:1"]
 
 
+def test_rules_discover_warms_the_upstreams_tiers_whose_rule_fronts_their_registry(
+    ecr: tuple[ECRClient, Stubber],
+) -> None:
+    client, stubber = ecr
+    central = "111122223333.dkr.ecr.us-east-1.amazonaws.com"
+    rules = [
+        {"ecrRepositoryPrefix": "use1", "upstreamRegistryUrl": central, "upstreamRegistry": "ecr"},
+        {
+            "ecrRepositoryPrefix": "acr",
+            "upstreamRegistryUrl": "othercorp.azurecr.io",
+            "upstreamRegistry": "azure-container-registry",
+        },
+    ]
+    stubber.add_response("describe_pull_through_cache_rules", {"pullThroughCacheRules": rules}, {})
+    upstreams = [
+        {"name": "central-ecr", "upstreamRegistry": "ecr", "host": central, "prefix": "use1"},
+        {
+            "name": "acme-acr",
+            "upstreamRegistry": "azure-container-registry",
+            "host": "acmecorp.azurecr.io",
+            "prefix": "acr",
+        },
+    ]
+    config = parse_config(
+        {"registry": REGISTRY, "upstreams": upstreams, "tiers": ["central-ecr", "acme-acr"], "rules": "discover"}
+    )
+    fetch = Scripted({})
+
+    async def scenario() -> list[WarmResult]:
+        rules = await rules_for(config, lambda: RuleDiscovery(config, client))
+        images = ["111122223333.dkr-ecr.us-east-1.on.aws/platform/api:v2", "acmecorp.azurecr.io/shop/web:1"]
+        return await warm(images, rules, Cache(fetch))
+
+    results = asyncio.run(scenario())
+    assert [r.status for r in results] == [WarmStatus.RESOLVED, WarmStatus.SKIPPED]
+    assert results[0].target == f"{REGISTRY}/use1/platform/api:v2"
+    assert results[1].detail == Reason.RULE_MISSING.value  # the rule on `acr` fronts another Azure registry
+    assert fetch.calls == ["use1/platform/api:v2"]
+
+
 def test_rules_discover_that_cannot_read_the_rules_is_an_error(ecr: tuple[ECRClient, Stubber]) -> None:
     client, stubber = ecr
     stubber.add_client_error("describe_pull_through_cache_rules", "AccessDeniedException", "not authorized")

@@ -91,6 +91,13 @@ def test_mutate_over_tls(server: WebhookProcess) -> None:
         f"{REGISTRY}/use1/platform/api:v2",
     ]
     assert pod["spec"]["initContainers"][0]["image"] == EKS_ADDON
+    status, audited = server.request("POST", "/audit", make_review(make_pod(AZURE, CENTRAL_DUAL_STACK)))
+    assert status == 200
+    assert "patch" not in audited["response"]
+    assert audited["response"]["warnings"] == [
+        f"{AZURE} -> {REGISTRY}/acr/shop/web:1.0",
+        f"{CENTRAL_DUAL_STACK} -> {REGISTRY}/use1/platform/api:v2",
+    ]
     status, metrics = server.request("GET", "/metrics")
     assert status == 200
     text = metrics.decode()
@@ -210,3 +217,11 @@ def test_provision_values_install_the_same_config(
     path.write_text(out, encoding="utf-8")
     deployed = yaml.safe_load(one(render("-f", str(path)), "ConfigMap")["data"]["config.yaml"])
     assert effective(deployed) == effective(NEW_KINDS)
+
+
+def test_explain_with_a_tier_flag_for_an_upstream(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "explain", "--config", str(config_file), "--tier", "acme-acr", "--output", "json", AZURE, CHAINGUARD
+    )
+    assert code == 0
+    assert [json.loads(line)["reason"] for line in out.splitlines()] == ["rewritten", "tier-disabled"]
