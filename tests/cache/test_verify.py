@@ -161,6 +161,25 @@ def test_a_resolved_tag_is_rewritten_and_cached(rules: Rules) -> None:
     assert sample(registry, "ecr_ptc_webhook_verify_cache_hits_total", outcome="resolved") == 2
 
 
+def test_the_new_tiers_targets_are_verified_in_the_cache() -> None:
+    upstream = {"name": "central-ecr", "upstreamRegistry": "ecr", "host": "111122223333.dkr-ecr.us-east-1.on.aws"}
+    config = {
+        "registry": REGISTRY,
+        "upstreams": [{**upstream, "prefix": "use1"}],
+        "tiers": ["central-ecr", "chainguard"],
+    }
+    rules = Rules(parse_config(config))
+    probe = ScriptedRegistry({"v2": 404})
+    central = "111122223333.dkr.ecr.us-east-1.amazonaws.com/platform/api:v2"
+    chainguard = "cgr.dev/chainguard/static:1.0"
+
+    async def scenario() -> dict[str, Reason]:
+        return dict(await verifier(probe).vetoes([rules.decide(central), rules.decide(chainguard)]))
+
+    assert run(scenario()) == {central: Reason.TARGET_MISSING}
+    assert sorted(probe.calls) == ["chainguard/chainguard/static/1.0", "use1/platform/api/v2"]
+
+
 def test_a_missing_target_is_vetoed_and_cached_for_the_negative_ttl(rules: Rules) -> None:
     probe, clock = ScriptedRegistry({"1.0": 404}), Clock()
     subject = verifier(probe, clock, negative_ttl=30.0)
