@@ -68,12 +68,31 @@ def test_the_parser_reads_the_new_hosts_as_registries(image: str, host: str, pat
 
 def test_chainguard_is_a_built_in_opt_in_tier() -> None:
     rules = Rules(parse_config({"registry": REGISTRY, "tiers": ["chainguard"]}))
-    decision = rules.decide("cgr.dev/chainguard/static:latest")
+    decision = rules.decide(f"cgr.dev/chainguard/static:latest@{SHA256}")
     assert (decision.action, decision.reason, decision.tier) == ("rewrite", Reason.REWRITTEN, "chainguard")
-    assert decision.result == f"{REGISTRY}/chainguard/chainguard/static:latest"
+    assert decision.result == f"{REGISTRY}/chainguard/chainguard/static:latest@{SHA256}"
     assert rules.config.tier("chainguard").needs_credentials
     off = Rules(parse_config({"registry": REGISTRY})).decide("cgr.dev/chainguard/static")
     assert (off.reason, off.tier) == (Reason.TIER_DISABLED, "chainguard")
+
+
+# --- issue 12's policies apply to the new tiers as to the others ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "image", ["cgr.dev/chainguard/static:1", "acmecorp.azurecr.io/team/app:1", f"{CENTRAL}/platform/api:v2"]
+)
+def test_the_new_tiers_pass_through_the_policies(image: str) -> None:
+    rules = Rules(config(ACR, ECR, tiers=["chainguard", "acme-acr", "central-ecr"]))
+    # Each can hold private images: with `pullSecrets: keep` a pod with imagePullSecrets keeps them upstream.
+    assert rules.decide(image, pull_secrets=True).reason == Reason.PULL_SECRET
+    assert rules.decide(image).reason == Reason.REWRITTEN
+    # `movingTags: keep` (the default) leaves `:latest` and untagged references alone, whatever the tier.
+    assert rules.decide(image.rsplit(":", 1)[0]).reason == Reason.MOVING_TAG
+    # `exclude` names them by their registry host.
+    repository = image.rsplit(":", 1)[0]
+    excluding = Rules(config(ACR, ECR, tiers=["chainguard", "acme-acr", "central-ecr"], exclude=[repository]))
+    assert excluding.decide(image).reason == Reason.EXCLUDED
 
 
 # --- Azure Container Registry ---------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-CHAINGUARD = "cgr.dev/chainguard/static:latest"
+PINNED = "@sha256:" + "c" * 64
+CHAINGUARD = f"cgr.dev/chainguard/static:latest{PINNED}"  # pinned: `movingTags: keep` leaves a bare :latest alone
 AZURE = "acmecorp.azurecr.io/shop/web:1.0"
 CENTRAL_IMAGE = f"{CENTRAL}/platform/api:v2"
 CENTRAL_DUAL_STACK = "111122223333.dkr-ecr.us-east-1.on.aws/platform/api:v2"
@@ -65,7 +66,7 @@ def test_explain(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     decisions = [json.loads(line) for line in out.splitlines()]
     assert [(item["action"], item["reason"], item["tier"], item["result"]) for item in decisions] == [
-        ("rewrite", "rewritten", "chainguard", f"{REGISTRY}/chainguard/chainguard/static:latest"),
+        ("rewrite", "rewritten", "chainguard", f"{REGISTRY}/chainguard/chainguard/static:latest{PINNED}"),
         ("rewrite", "rewritten", "acme-acr", f"{REGISTRY}/acr/shop/web:1.0"),
         ("rewrite", "rewritten", "central-ecr", f"{REGISTRY}/use1/platform/api:v2"),
         ("skip", "eks-addon-registry", None, EKS_ADDON),
@@ -86,7 +87,7 @@ def test_mutate_over_tls(server: WebhookProcess) -> None:
     patch = json.loads(base64.b64decode(answer["response"]["patch"]))
     pod: dict[str, Any] = jsonpatch.apply_patch(review["request"]["object"], patch)
     assert [container["image"] for container in pod["spec"]["containers"]] == [
-        f"{REGISTRY}/chainguard/chainguard/static:latest",
+        f"{REGISTRY}/chainguard/chainguard/static:latest{PINNED}",
         f"{REGISTRY}/acr/shop/web:1.0",
         f"{REGISTRY}/use1/platform/api:v2",
     ]
