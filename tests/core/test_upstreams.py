@@ -146,6 +146,15 @@ def test_an_ecr_upstream_claims_every_host_of_its_registry(configured: str) -> N
         assert decision.result == f"{REGISTRY}/use1/platform/api:v2"
 
 
+@pytest.mark.parametrize("pattern_host", CENTRAL_FORMS)
+def test_patterns_name_an_ecr_upstream_by_any_of_its_hosts(pattern_host: str) -> None:
+    # Patterns are normalised with the config's tiers: every host form of the upstream is one repository.
+    rules = Rules(config(ECR, exclude=[f"{pattern_host}/platform/**"]))
+    for host in CENTRAL_FORMS:
+        assert rules.decide(f"{host}/platform/api:v2").reason is Reason.EXCLUDED, host
+        assert rules.decide(f"{host}/other/api:v2").reason is Reason.REWRITTEN, host
+
+
 def test_an_ecr_upstream_opts_out_that_registry_only() -> None:
     rules = Rules(config(ECR))
     assert rules.decide("111122223333.dkr.ecr.eu-west-1.amazonaws.com/api").reason == Reason.ECR_REGISTRY

@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Final
 from webhook.core.registries import DOCKER_HUB_DOMAIN, DOCKER_HUB_OFFICIAL_NAMESPACE, LOCALHOST, TIER_BY_HOST
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from webhook.core.reference import ImageReference
+    from webhook.core.registries import Tier
 
 _GLOB_CHARACTERS: Final = frozenset("*?[")
 _LITERAL_COMPONENT: Final = re.compile(
@@ -41,14 +42,15 @@ class PatternError(ValueError):
     """A pattern that cannot be compiled; the message says why (the config names the key and the pattern)."""
 
 
-def repository_of(reference: ImageReference) -> str:
+def repository_of(reference: ImageReference, tier_by_host: Mapping[str, Tier] = TIER_BY_HOST) -> str:
     """The normalised repository an image is matched by, e.g. ``docker.io/library/nginx``.
 
-    The tier's canonical host (Docker Hub's aliases as ``docker.io``) and the path, with ``library/`` for Docker
-    Hub's one-component names.
+    The tier's canonical host (Docker Hub's aliases as ``docker.io``, an ECR upstream's FIPS and dual-stack hosts as
+    its standard one) and the path, with ``library/`` for Docker Hub's one-component names. ``tier_by_host`` is the
+    config's (user-defined tiers included).
     """
     host = reference.host
-    tier = TIER_BY_HOST.get(host)
+    tier = tier_by_host.get(host)
     if tier is None:
         return f"{host}/{reference.path}"
     path = reference.path
@@ -57,10 +59,11 @@ def repository_of(reference: ImageReference) -> str:
     return f"{tier.canonical_host}/{path}"
 
 
-def normalise(pattern: str) -> str:
+def normalise(pattern: str, tier_by_host: Mapping[str, Tier] = TIER_BY_HOST) -> str:
     """The pattern with its host made canonical; raise :class:`PatternError` for a pattern that is not one.
 
-    Canonical: the host in lowercase, Docker Hub's aliases as ``docker.io``, a Docker Hub path given its host.
+    Canonical: the host in lowercase, a tier's other hosts as its first (Docker Hub's aliases as ``docker.io``), a
+    Docker Hub path given its host.
     """
     _check_form(pattern)
     first, slash, rest = pattern.partition("/")
@@ -75,7 +78,7 @@ def normalise(pattern: str) -> str:
         )
         return f"{DOCKER_HUB_DOMAIN}/{path}"
     host = first.lower()
-    tier = TIER_BY_HOST.get(host)
+    tier = tier_by_host.get(host)
     if tier is not None:
         host = tier.canonical_host
         if (
@@ -174,13 +177,16 @@ def _expression(pattern: str) -> str:
 class RepositoryPatterns:
     """A list of patterns compiled once into one expression; ``matches(repository)`` tells whether any matches."""
 
-    def __init__(self, patterns: Sequence[str]) -> None:
-        """Compile ``patterns`` (raises :class:`PatternError` naming the first bad one)."""
+    def __init__(self, patterns: Sequence[str], tier_by_host: Mapping[str, Tier] = TIER_BY_HOST) -> None:
+        """Compile ``patterns`` (raises :class:`PatternError` naming the first bad one).
+
+        Hosts are made canonical with ``tier_by_host``, the config's (see :func:`normalise`).
+        """
         self.patterns = tuple(patterns)
         expressions = []
         for pattern in self.patterns:
             try:
-                expression = _expression(normalise(pattern))
+                expression = _expression(normalise(pattern, tier_by_host))
                 re.compile(expression, re.ASCII)
             except PatternError as error:
                 raise PatternError(f"pattern {pattern!r}: {error}") from None

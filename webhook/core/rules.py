@@ -81,8 +81,8 @@ class Rules:
         self.available_tiers = available_tiers
         self.registry = config.registry.lower()
         self._prefix_by_tier = {name: config.prefix_for(name) for name in config.tiers}
-        self._exclude = RepositoryPatterns(config.exclude)
-        self._include = RepositoryPatterns(config.include)
+        self._exclude = RepositoryPatterns(config.exclude, config.tier_by_host)
+        self._include = RepositoryPatterns(config.include, config.tier_by_host)
         self._keep_private = config.pull_secrets == "keep"
         self._keep_moving = config.moving_tags == "keep"
         self._cached = functools.lru_cache(maxsize=DECISION_CACHE_SIZE)(self._decide)
@@ -154,7 +154,7 @@ class Rules:
     def _skip_reason_for_policy(self, tier: Tier, reference: ImageReference, *, pull_secrets: bool) -> Reason | None:
         """The platform team's choices: ``exclude``/``include``, then ``pullSecrets``, then ``movingTags``."""
         if self._exclude or self._include:
-            repository = repository_of(reference)
+            repository = repository_of(reference, self._tier_by_host)
             if self._exclude.matches(repository):
                 return Reason.EXCLUDED
             if self._include and not self._include.matches(repository):
