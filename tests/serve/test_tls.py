@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import ssl
 from typing import TYPE_CHECKING
 
@@ -68,3 +69,28 @@ def test_serving_certificate_needs_a_name() -> None:
     ca, ca_key = generate_ca()
     with pytest.raises(ValueError, match="at least one DNS name or IP"):
         generate_serving(ca, ca_key, [])
+
+
+@pytest.mark.parametrize(("shift", "refusal"), [(dt.timedelta(days=-2), "not valid before"), (None, "expired at")])
+def test_a_rotation_to_a_certificate_outside_its_validity_keeps_the_old_one(
+    tmp_path: Path, shift: dt.timedelta | None, refusal: str
+) -> None:
+    now = [dt.datetime.now(dt.UTC)]
+    files = write_certificates(tmp_path, ["localhost"])
+    source = CertificateSource(files.cert, files.key, clock=lambda: now[0])
+    source.server_context()
+    first = source.current
+    assert first is not None
+
+    ca, ca_key = generate_ca()
+    certificate, key = generate_serving(ca, ca_key, ["localhost"])
+    files.key.write_bytes(key_pem(key))
+    files.cert.write_bytes(certificate_pem(certificate))
+    now[0] = now[0] + shift if shift is not None else certificate.not_valid_after_utc + dt.timedelta(seconds=1)
+    assert source.reload() is False
+    assert source.current is first
+    assert refusal in (source.last_error or "")
+
+    now[0] = dt.datetime.now(dt.UTC)  # the same files, now within their window: taken at the next check
+    assert source.reload() is True
+    assert source.current is not first

@@ -261,19 +261,57 @@ def plan_pod(
 
 
 def _annotation_ops(metadata: object, originals: dict[str, str]) -> list[PatchOperation]:
-    """Ops recording ``originals``, merged into any record an earlier invocation left."""
+    """Ops recording ``originals``, merged into any record an earlier invocation left.
+
+    None when the record would push the pod's annotations over :data:`ANNOTATIONS_LIMIT`: the API server would
+    reject the pod, and the record is only a record (the rewrites stand without it; the decision log says so).
+    """
     if not is_json_object(metadata):
-        return [
-            {"op": "add", "path": "/metadata", "value": {"annotations": {ORIGINAL_IMAGES_ANNOTATION: _dump(originals)}}}
-        ]
+        record = _dump(originals)
+        if not record_fits(None, record):
+            return []
+        return [{"op": "add", "path": "/metadata", "value": {"annotations": {ORIGINAL_IMAGES_ANNOTATION: record}}}]
     annotations = metadata.get("annotations")
     if not is_json_object(annotations):
-        value = {ORIGINAL_IMAGES_ANNOTATION: _dump(originals)}
-        return [{"op": "add", "path": "/metadata/annotations", "value": value}]
-    merged = {**_load_originals(annotations.get(ORIGINAL_IMAGES_ANNOTATION)), **originals}
-    return [
-        {"op": "add", "path": f"/metadata/annotations/{_escape(ORIGINAL_IMAGES_ANNOTATION)}", "value": _dump(merged)}
-    ]
+        record = _dump(originals)
+        if not record_fits(None, record):
+            return []
+        return [{"op": "add", "path": "/metadata/annotations", "value": {ORIGINAL_IMAGES_ANNOTATION: record}}]
+    record = _dump({**_load_originals(annotations.get(ORIGINAL_IMAGES_ANNOTATION)), **originals})
+    if not record_fits(annotations, record):
+        return []
+    return [{"op": "add", "path": RECORD_POINTER, "value": record}]
+
+
+ANNOTATIONS_LIMIT: Final = 256 * 1024
+"""Kubernetes' ``TotalAnnotationSizeLimitB``: the sum of key and value lengths (UTF-8 bytes) of a pod's
+annotations, checked after every mutating webhook."""
+RECORD_POINTER: Final = "/metadata/annotations/ecr-ptc-webhook~1original-images"
+"""Where the record is written when the pod already has annotations."""
+
+
+def record_fits(annotations: object, record: str) -> bool:
+    """Whether ``record``, as the original-images annotation, keeps ``annotations`` within :data:`ANNOTATIONS_LIMIT`.
+
+    Any earlier record is replaced, so it does not count. Lengths in code points bound the UTF-8 length from below
+    and, times four, from above: the exact count is only taken near the limit.
+    """
+    others = (
+        [(key, value) for key, value in annotations.items() if key != ORIGINAL_IMAGES_ANNOTATION]
+        if is_json_object(annotations)
+        else []
+    )
+    rough = len(ORIGINAL_IMAGES_ANNOTATION) + len(record) + sum(len(key) + len(str(value)) for key, value in others)
+    if 4 * rough <= ANNOTATIONS_LIMIT:
+        return True
+    if rough > ANNOTATIONS_LIMIT:
+        return False
+    exact = len(ORIGINAL_IMAGES_ANNOTATION) + len(record.encode(errors="surrogatepass"))
+    exact += sum(
+        len(key.encode(errors="surrogatepass")) + len(str(value).encode(errors="surrogatepass"))
+        for key, value in others
+    )
+    return exact <= ANNOTATIONS_LIMIT
 
 
 def _load_originals(raw: object) -> dict[str, str]:

@@ -13,10 +13,10 @@ The cache belongs to one :class:`~webhook.rules.Rules`: when the rules change (`
 from __future__ import annotations
 
 import collections
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from webhook.core.admission import Mode, Outcome, Review, review
-from webhook.core.patch import TemplateKey, pod_template_key
+from webhook.core.patch import RECORD_POINTER, TemplateKey, is_json_object, pod_template_key, record_fits
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -68,12 +68,14 @@ class ReviewCache:
         template = pod_template_key(request.object)
         key = (mode, template)
         found = self._outcomes.get(key)
-        if found is not None:
+        if found is not None and _record_fits(request.object, found[0]):
             self.hits += 1
             self._outcomes.move_to_end(key)
             return found[0].answering(request)
         outcome = review(request, rules, mode)
-        if outcome.error is not None:  # a failure is reported (logged, counted) each time it happens, never replayed
+        if outcome.error is not None or not _record_fits(request.object, outcome):
+            # A failure is reported (logged, counted) each time it happens, never replayed; a pod whose annotations
+            # left no room for the record is answered for itself (the record's room depends on every annotation).
             return outcome
         weight = _weight(template, outcome)
         if weight <= self.max_bytes // 64:
@@ -84,6 +86,23 @@ class ReviewCache:
                 _, (_, dropped) = self._outcomes.popitem(last=False)
                 self.bytes -= dropped
         return outcome
+
+
+def _record_fits(pod: Mapping[str, Any], outcome: Outcome) -> bool:
+    """Whether ``outcome``'s patch suits ``pod``'s annotations: the record it writes fits them, or it needs none.
+
+    Pods of one template share their image slots and record, not their other annotations: a cached record that
+    would push this pod over the annotation limit is not reused (``review`` then answers without it), and an answer
+    that left the record out for lack of room is never kept.
+    """
+    plan = outcome.plan
+    if plan is None or not plan.patch or outcome.body["response"].get("patchType") is None:
+        return True
+    last = plan.patch[-1]
+    if last["path"] == RECORD_POINTER:
+        metadata = pod.get("metadata")
+        return record_fits(metadata.get("annotations") if is_json_object(metadata) else None, last["value"])
+    return last["path"].startswith("/metadata")  # written whole (no annotations before): it fits every such pod
 
 
 def _is_pod_create(request: Review) -> bool:

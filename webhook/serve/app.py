@@ -13,7 +13,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import parse_qs
 
@@ -46,6 +46,12 @@ BODY_LIMIT: Final = 3 * 1024 * 1024
 """The API server's own limit on an AdmissionReview body."""
 DEFAULT_DEADLINE: Final = 10.0
 """Seconds allowed when the API server sends no ``?timeout=`` (its default webhook timeout)."""
+MAX_DEADLINE: Final = 30.0
+"""The API server's largest webhook ``timeoutSeconds``: a longer ``?timeout=`` is a client choosing how long we
+wait, and is cut to this."""
+MAX_IMAGE_SLOTS: Final = 2000
+"""Containers (all kinds) and volumes beyond which a pod is admitted unchanged at once, without planning: planning
+costs about 20 us per image on the event loop, so this bounds one review to about 40 ms. No real pod comes near."""
 DEADLINE_MARGIN: Final = 0.9
 """Answer within 90% of the API server's timeout, leaving it time to read the answer."""
 ADMISSION_PATHS: Final[dict[str, Mode]] = {"/mutate": Mode.MUTATE, "/audit": Mode.AUDIT}
@@ -69,11 +75,14 @@ def _always_ready() -> tuple[bool, str]:
 
 
 def parse_timeout(raw: str | None) -> float:
-    """Seconds from a Go duration such as the API server's ``?timeout=10s``; the default when absent or odd."""
+    """Seconds from a Go duration such as the API server's ``?timeout=10s``; the default when absent or odd.
+
+    At most :data:`MAX_DEADLINE`.
+    """
     if not raw or not _DURATION.fullmatch(raw):
         return DEFAULT_DEADLINE
     seconds = sum(float(number) * _SECONDS[unit] for number, unit in _DURATION_PART.findall(raw))
-    return seconds if seconds > 0 else DEFAULT_DEADLINE
+    return min(seconds, MAX_DEADLINE) if seconds > 0 else DEFAULT_DEADLINE
 
 
 class WebhookApp:
@@ -123,9 +132,10 @@ class WebhookApp:
         status = 200
         try:
             headers = dict(scope["headers"])
+            check_request(headers.get(b"content-type", b""), headers.get(b"content-length", b""), self._body_limit)
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + _deadline(scope.get("query_string", b"")) * DEADLINE_MARGIN
-            raw = await self._deadlines.within(loop, deadline, _read_body(headers, receive, self._body_limit))
+            deadline = loop.time() + deadline_seconds(scope.get("query_string", b"")) * DEADLINE_MARGIN
+            raw = await self._deadlines.within(loop, deadline, _read_body(receive, self._body_limit))
             body = await self._answer(raw, mode, deadline)
         except AdmissionError as error:
             metrics.errors.labels("bad_request").inc()
@@ -136,7 +146,43 @@ class WebhookApp:
         metrics.observe_request(path, str(status), time.perf_counter() - started)
         return status, body
 
+    def answer(
+        self, path: str, mode: Mode, raw: bytes, deadline: float, started: float
+    ) -> tuple[int, bytes] | Coroutine[Any, Any, tuple[int, bytes]]:
+        """The status and body for a body already read: the connection layer's entry.
+
+        At once, unless a verifier must be asked first (then a coroutine to await). ``started`` is
+        ``time.perf_counter()`` when the request began.
+        """
+        try:
+            result = self.respond(raw, mode, deadline)
+        except AdmissionError as error:
+            return error.status, self.refuse(path, error.status, error.message, started)
+        if isinstance(result, bytes):
+            self.metrics.observe_request(path, "200", time.perf_counter() - started)
+            return 200, result
+        return self._answered(path, result, started)
+
+    async def _answered(self, path: str, pending: Awaitable[bytes], started: float) -> tuple[int, bytes]:
+        body = await pending
+        self.metrics.observe_request(path, "200", time.perf_counter() - started)
+        return 200, body
+
+    def refuse(self, path: str, status: int, message: str, started: float) -> bytes:
+        """Count a request refused before deciding (4xx) and return its error body."""
+        self.metrics.errors.labels("bad_request").inc()
+        self.metrics.observe_request(path, str(status), time.perf_counter() - started)
+        return _error(message)
+
     async def _answer(self, raw: bytes, mode: Mode, deadline: float) -> bytes:
+        result = self.respond(raw, mode, deadline)
+        return result if isinstance(result, bytes) else await result
+
+    def respond(self, raw: bytes, mode: Mode, deadline: float) -> bytes | Coroutine[Any, Any, bytes]:
+        """Decode, decide, encode: the answer's body, or a coroutine for it when a verifier must be asked.
+
+        Raises :class:`AdmissionError` for a body that is not an AdmissionReview; past that, never raises.
+        """
         try:
             decoded = orjson.loads(raw)
         except orjson.JSONDecodeError as error:
@@ -145,18 +191,41 @@ class WebhookApp:
         try:
             rules = self._rules()
             effective = Mode.AUDIT if rules.config.dry_run else mode
+            slots = _image_slot_count(request)
+            if slots > MAX_IMAGE_SLOTS:
+                return self._too_large(request, slots)
             outcome = self.reviews.review(request, rules, effective)
             if self._verifier is not None and outcome.plan is not None and outcome.plan.rewrites:
-                candidates = [item.decision for item in outcome.plan.rewrites]
-                vetoes = await self._verify(self._verifier, candidates, deadline)
-                if vetoes:
-                    outcome = review(request, rules, effective, vetoes)
+                return self._verified(self._verifier, request, rules, effective, outcome, deadline)
             _record(request, outcome, effective, self.metrics, self.decision_log)
             return orjson.dumps(outcome.body)
-        except Exception:  # past a valid review, any failure admits the pod unchanged: never a 500
-            self.metrics.errors.labels("internal").inc()
-            log.exception("review failed open", extra={"uid": request.uid})
-            return orjson.dumps(failed_open(request, "ecr-ptc-webhook: internal error; pod admitted unchanged"))
+        except Exception:  # noqa: BLE001 - past a valid review, any failure admits the pod unchanged: never a 500
+            return self._failed_open(request)
+
+    async def _verified(  # noqa: PLR0913, PLR0917 - the state of one review, passed along once
+        self, verifier: TargetVerifier, request: Review, rules: Rules, mode: Mode, outcome: Outcome, deadline: float
+    ) -> bytes:
+        try:
+            if outcome.plan is not None:
+                candidates = [item.decision for item in outcome.plan.rewrites]
+                vetoes = await self._verify(verifier, candidates, deadline)
+                if vetoes:
+                    outcome = review(request, rules, mode, vetoes)
+            _record(request, outcome, mode, self.metrics, self.decision_log)
+            return orjson.dumps(outcome.body)
+        except Exception:  # noqa: BLE001 - as in respond()
+            return self._failed_open(request)
+
+    def _failed_open(self, request: Review) -> bytes:
+        self.metrics.errors.labels("internal").inc()
+        log.exception("review failed open", extra={"uid": request.uid})  # noqa: LOG004 - called from handlers only
+        return orjson.dumps(failed_open(request, "ecr-ptc-webhook: internal error; pod admitted unchanged"))
+
+    def _too_large(self, request: Review, slots: int) -> bytes:
+        self.metrics.errors.labels("too_large").inc()
+        log.warning("pod has too many images to plan; admitted unchanged", extra={"uid": request.uid, "images": slots})
+        warning = f"ecr-ptc-webhook: {slots} containers and volumes, over {MAX_IMAGE_SLOTS}; pod admitted unchanged"
+        return orjson.dumps(failed_open(request, warning))
 
     async def _verify(
         self, verifier: TargetVerifier, candidates: Sequence[Decision], deadline: float
@@ -215,22 +284,25 @@ def create_app(
 
 
 @functools.lru_cache(maxsize=64)  # the API server sends the same `timeout=3s` every time
-def _deadline(query_string: bytes) -> float:
+def deadline_seconds(query_string: bytes) -> float:
+    """Seconds the API server waits for this request, from the query string's ``timeout``."""
     if not query_string:
         return DEFAULT_DEADLINE
     values = parse_qs(query_string.decode("latin-1")).get("timeout")
     return parse_timeout(values[0] if values else None)
 
 
-async def _read_body(headers: dict[bytes, bytes], receive: Receive, limit: int) -> bytes:
-    raw_type = headers.get(b"content-type", b"")
+def check_request(raw_type: bytes, declared: bytes, limit: int) -> None:
+    """Refuse, before reading the body, a content type that is not JSON (400) or a declared length over ``limit``."""
     if raw_type != b"application/json":  # what the API server sends; anything else is looked at closer
         content_type = raw_type.decode("latin-1")
         if content_type.partition(";")[0].strip().lower() != "application/json":
             raise AdmissionError(400, f"content type {content_type!r} is not application/json")
-    declared = headers.get(b"content-length", b"")
     if declared.isdigit() and int(declared) > limit:
         raise AdmissionError(413, f"request body of {declared.decode()} bytes is over the {limit}-byte limit")
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     more = True
@@ -249,6 +321,18 @@ async def _read_body(headers: dict[bytes, bytes], receive: Receive, limit: int) 
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def _image_slot_count(request: Review) -> int:
+    """Containers of every kind and volumes: an upper bound on the images a review plans (a cheap one)."""
+    pod = request.object
+    spec = pod.get("spec") if pod is not None else None
+    if not isinstance(spec, dict):
+        return 0
+    return sum(len(items) for field in _SLOT_FIELDS if isinstance(items := spec.get(field), list))
+
+
+_SLOT_FIELDS: Final = ("containers", "initContainers", "ephemeralContainers", "volumes")
+
+
 def _record(request: Review, outcome: Outcome, mode: Mode, metrics: Metrics, decisions: DecisionLog) -> None:
     if outcome.error is not None:
         metrics.errors.labels("internal").inc()
@@ -258,7 +342,21 @@ def _record(request: Review, outcome: Outcome, mode: Mode, metrics: Metrics, dec
     metrics.count_decisions(outcome.plan.counts, mode.value)
     if outcome.plan.decisions and decisions.enabled:
         review = {"uid": request.uid, "namespace": request.namespace, "pod": request.name, "mode": mode.value}
+        if _record_left_out(request, outcome):
+            review["annotation"] = ANNOTATION_LEFT_OUT
         decisions.write(review, outcome.plan.records)
+
+
+ANNOTATION_LEFT_OUT: Final = "left out: the pod's annotations would exceed 262144 bytes"
+"""The decision lines' ``annotation`` field when the rewrites were made without the original-images record."""
+
+
+def _record_left_out(request: Review, outcome: Outcome) -> bool:
+    """Whether a patch rewrites images without writing the record (no room for it; see ``webhook.core.patch``)."""
+    plan = outcome.plan
+    if plan is None or not plan.patch or request.sub_resource or "patch" not in outcome.body["response"]:
+        return False
+    return not plan.patch[-1]["path"].startswith("/metadata")
 
 
 def _error(message: str) -> bytes:

@@ -56,6 +56,19 @@ def new_server_context() -> ssl.SSLContext:
     return context
 
 
+def _check_validity(path: Path, certificate: x509.Certificate, now: dt.datetime) -> None:
+    """Refuse a certificate outside its validity window: a rotation to it would break every handshake.
+
+    The files are read again at the next check, so a certificate issued a moment "in the future" (clock skew
+    between the issuer and this node) is taken as soon as it becomes valid.
+    """
+    not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+    if now < not_before:
+        raise CertificateError(f"{path} is not valid before {not_before.isoformat()}; keeping the current certificate")
+    if now >= not_after:
+        raise CertificateError(f"{path} expired at {not_after.isoformat()}; keeping the current certificate")
+
+
 class CertificateSource:
     """The serving certificate, reloaded from ``cert_file`` and ``key_file`` when they change."""
 
@@ -65,10 +78,12 @@ class CertificateSource:
         key_file: Path,
         *,
         on_reload: Callable[[bool, LoadedCertificate | None], None] | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
-        """Remember the files; nothing is read until :meth:`reload`."""
+        """Remember the files; nothing is read until :meth:`reload`. ``clock`` is what "now" is for validity."""
         self.cert_file = cert_file
         self.key_file = key_file
+        self._clock = clock
         self._on_reload = on_reload
         self._current: LoadedCertificate | None = None
         self._lock = threading.Lock()
@@ -84,7 +99,7 @@ class CertificateSource:
         current = self._current
         if current is None:
             return False, f"no certificate loaded: {self.last_error or 'not loaded yet'}"
-        if current.not_after <= dt.datetime.now(dt.UTC):
+        if current.not_after <= self._clock():
             return False, f"certificate expired at {current.not_after.isoformat()}"
         return True, f"certificate valid until {current.not_after.isoformat()}"
 
@@ -100,6 +115,7 @@ class CertificateSource:
             raise CertificateError(f"cannot serve {self.cert_file} with {self.key_file}: {error}") from error
         if before != after:
             raise CertificateError(f"{self.cert_file} or {self.key_file} changed while loading; retrying")
+        _check_validity(self.cert_file, certificate, self._clock())
         return LoadedCertificate(context, certificate.not_valid_after_utc, after)
 
     def reload(self) -> bool:
