@@ -28,13 +28,13 @@ def test_batched_decision_lines_are_written_when_the_server_stops(
     files = write_certificates(tmp_path, ["localhost"], ["127.0.0.1"])
     config = parse_config({"registry": REGISTRY, "tiers": ["quay"]})
     server, _ = build_server(config, ServeSettings(files.cert, files.key, host="127.0.0.1", port=0))
-    app = server.config.app
+    app = server.app
     assert isinstance(app, WebhookApp)
     app.decision_log = DecisionLog(flush_seconds=3600)  # only the stop can write it in time
 
     async def serve_one_review_then_stop() -> tuple[bytes, bytes]:
         serving = asyncio.create_task(server.serve())
-        while not server.started:  # noqa: ASYNC110 - uvicorn's `started` is a plain flag
+        while not server.started:  # noqa: ASYNC110 - `started` is a plain flag
             await asyncio.sleep(0.01)
         app.decision_log.write({"uid": "u1"}, ({"container": "c0", "action": "rewrite"},))
         await asyncio.sleep(0.1)

@@ -8,6 +8,14 @@ from typing import TYPE_CHECKING
 
 from webhook import logs
 from webhook.cli._options import add_config_arguments, config_from_args
+from webhook.serve.connection import (
+    HANDSHAKE_TIMEOUT,
+    HEADER_TIMEOUT,
+    KEEPALIVE_TIMEOUT,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    Limits,
+)
 from webhook.serve.server import DRAIN_TIMEOUT, MAX_CONCURRENCY, SHUTDOWN_LINGER, ServeSettings, run_event_loop, serve
 from webhook.serve.tls import WATCH_INTERVAL
 
@@ -33,9 +41,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-concurrency",
         type=int,
         default=MAX_CONCURRENCY,
-        help="connections and requests in flight beyond which the server answers 503 at once",
+        help="connections served at once; requests on connections beyond it are answered 503 and closed "
+        f"(default: {MAX_CONCURRENCY})",
     )
-    parser.add_argument("--drain-timeout", type=int, default=DRAIN_TIMEOUT, help="seconds to finish requests")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=DRAIN_TIMEOUT,
+        help=f"seconds requests in flight get after the linger; then they are cut (default: {DRAIN_TIMEOUT})",
+    )
     parser.add_argument(
         "--shutdown-linger",
         type=float,
@@ -44,10 +58,35 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--cert-watch-interval", type=float, default=WATCH_INTERVAL, help="seconds between checks")
     parser.add_argument(
-        "--http",
-        choices=["auto", "httptools", "h11"],
-        default="auto",
-        help="HTTP parser (default: httptools when installed, else the pure-Python h11)",
+        "--handshake-timeout",
+        type=float,
+        default=HANDSHAKE_TIMEOUT,
+        help=f"seconds for a TLS handshake (default: {HANDSHAKE_TIMEOUT})",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=HEADER_TIMEOUT,
+        help=f"seconds for a request line and headers, from the connection or the request's first byte "
+        f"(default: {HEADER_TIMEOUT}); the body has the API server's ?timeout= (at most 30 s)",
+    )
+    parser.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=KEEPALIVE_TIMEOUT,
+        help=f"seconds a kept-open connection may wait for its next request (default: {KEEPALIVE_TIMEOUT})",
+    )
+    parser.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=MAX_HEADER_BYTES,
+        help=f"bytes of request line and headers; more is answered 431 (default: {MAX_HEADER_BYTES})",
+    )
+    parser.add_argument(
+        "--max-headers",
+        type=int,
+        default=MAX_HEADERS,
+        help=f"headers per request; more is answered 431 (default: {MAX_HEADERS})",
     )
     parser.add_argument(
         "--event-loop",
@@ -72,7 +111,13 @@ def run(args: argparse.Namespace) -> int:
         drain_timeout=args.drain_timeout,
         watch_interval=args.cert_watch_interval,
         shutdown_linger=args.shutdown_linger,
-        http=args.http,
+        handshake_timeout=args.handshake_timeout,
+        limits=Limits(
+            header_timeout=args.header_timeout,
+            keepalive_timeout=args.keepalive_timeout,
+            max_header_bytes=args.max_header_bytes,
+            max_headers=args.max_headers,
+        ),
     )
     log.info(
         "starting",

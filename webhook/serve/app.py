@@ -102,7 +102,8 @@ class WebhookApp:
         self.decision_log = DecisionLog()
         """A line per image decision, to stderr in batches: the server flushes it when it stops."""
         self._rules = rules
-        self._body_limit = body_limit
+        self.body_limit = body_limit
+        """Bytes of body accepted (413 past it)."""
         self._verifier = verifier
         self._deadlines = Deadlines()
         """The body must arrive within the API server's ``?timeout=`` (see ``webhook.serve.deadlines``)."""
@@ -132,10 +133,10 @@ class WebhookApp:
         status = 200
         try:
             headers = dict(scope["headers"])
-            check_request(headers.get(b"content-type", b""), headers.get(b"content-length", b""), self._body_limit)
+            check_request(headers.get(b"content-type", b""), headers.get(b"content-length", b""), self.body_limit)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + deadline_seconds(scope.get("query_string", b"")) * DEADLINE_MARGIN
-            raw = await self._deadlines.within(loop, deadline, _read_body(receive, self._body_limit))
+            raw = await self._deadlines.within(loop, deadline, _read_body(receive, self.body_limit))
             body = await self._answer(raw, mode, deadline)
         except AdmissionError as error:
             metrics.errors.labels("bad_request").inc()

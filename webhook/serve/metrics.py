@@ -78,6 +78,16 @@ class Metrics:
         documentation = "Pod reviews answered from the per-template cache (hit) or that filled it (miss)."
         self.registry.register(ReadAtScrape(family, documentation, lambda: {"hit": cache.hits, "miss": cache.misses}))
 
+    def count_shed_connections(self, read: Callable[[], int]) -> None:
+        """Expose connections refused over the connection limit (``read`` at scrape time)."""
+        documentation = "Connections over the connection limit: their requests were answered 503 and they were closed."
+        self.registry.register(ReadCounter("ecr_ptc_webhook_connections_shed", documentation, read))
+
+    def count_dropped_log_lines(self, read: Callable[[], int]) -> None:
+        """Expose decision and log lines dropped because stderr was not read fast enough."""
+        documentation = "Log lines (decisions included) dropped because stderr's reader fell behind: never admissions."
+        self.registry.register(ReadCounter("ecr_ptc_webhook_decision_log_lines_dropped", documentation, read))
+
     def observe_request(self, path: str, code: str, seconds: float) -> None:
         """Count one admission request and its latency."""
         self.requests.counts[path, code] += 1
@@ -110,6 +120,24 @@ class ReadAtScrape(Collector):
     def describe(self) -> list[CounterMetricFamily]:
         """The metric's name and type, for registration."""
         return [CounterMetricFamily(self.name, self.documentation, labels=("result",))]
+
+
+class ReadCounter(Collector):
+    """An unlabelled counter whose value is read from its owner at scrape time."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], int]) -> None:
+        """``read`` returns the count so far."""
+        self.name = name
+        self.documentation = documentation
+        self.read = read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """The count now."""
+        yield CounterMetricFamily(self.name, self.documentation, value=self.read())
+
+    def describe(self) -> list[CounterMetricFamily]:
+        """The metric's name and type, for registration."""
+        return [CounterMetricFamily(self.name, self.documentation, value=0)]
 
 
 class CounterTally(Collector):

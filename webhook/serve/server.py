@@ -1,42 +1,58 @@
-"""Serving the app over TLS with uvicorn: rotating certificates, bounded concurrency, draining on SIGTERM."""
+"""Serving the app over TLS: the admission port, certificate rotation, overload, linger and drain, signals.
+
+The port is served by :class:`AdmissionServer`: an asyncio server (uvloop) whose connections are
+:class:`webhook.serve.connection.Connection` (httptools, our limits, one write per answer). Uvicorn measured as the
+limit of both resilience and speed under the admission paths (issue 13); the FastAPI app still answers the few other
+routes through the connection's ASGI bridge.
+
+Stopping, with the chart's figures: the kubelet runs the 5 s ``preStop`` sleep, then sends SIGTERM. The server
+answers for :data:`SHUTDOWN_LINGER` (2 s) more, reporting not ready and closing each connection after its answer;
+then it stops listening, closes connections that are idle or have not sent a whole head, gives requests in flight
+up to :data:`DRAIN_TIMEOUT` (10 s) and aborts what is left (a body still trickling in, a client that does not read
+its answer). At worst 5 + 2 + 10 s, plus the decision log's last write, well inside
+``terminationGracePeriodSeconds: 30``. A second SIGTERM or SIGINT skips the linger and the wait. SIGHUP reloads the
+certificate and is otherwise ignored: it never stops the process.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
+import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-import uvicorn
-
 from webhook.core.rules import Rules
 from webhook.serve.app import create_app
+from webhook.serve.connection import HANDSHAKE_TIMEOUT, Limits, Registry, factory
 from webhook.serve.metrics import Metrics
 from webhook.serve.tls import WATCH_INTERVAL, CertificateSource, LoadedCertificate
 
 if TYPE_CHECKING:
-    import socket
     import ssl
     from collections.abc import Callable, Coroutine
     from pathlib import Path
-    from types import FrameType
 
     from webhook.cache.discovery import RuleDiscovery
     from webhook.cache.verify import TargetVerifier
     from webhook.core.config import Config
+    from webhook.serve.app import WebhookApp
 
 log = logging.getLogger("webhook.server")  # a stable name: users filter logs on it
 
 MAX_CONCURRENCY: Final = 512
-"""Connections and in-flight requests beyond which uvicorn answers 503 at once: under overload a fast 503 lets
-the API server admit the pod unmodified (failurePolicy Ignore) instead of queueing it into its timeout."""
-DRAIN_TIMEOUT: Final = 25
-"""Seconds in-flight requests get to finish on SIGTERM (inside the pod's default 30 s grace period)."""
+"""Connections served at once. One more is still read, but its requests are answered 503 and it is closed (its
+``/healthz`` answered 200): under overload only the excess is shed, and a fast 503 lets the API server admit the pod
+unmodified (failurePolicy Ignore) instead of queueing it into its timeout. At the limit, the longest-idle kept-open
+connection is closed to make room first."""
+DRAIN_TIMEOUT: Final = 10
+"""Seconds in-flight requests get to finish once the linger is over (see the module docstring's arithmetic)."""
 SHUTDOWN_LINGER: Final = 2.0
 """Seconds the server keeps answering after SIGTERM, each answer with ``Connection: close``, before it stops
 listening and closes idle connections: a client's kept-open connection is then closed after an answer, never under
 a request it is about to send (which the API server would see as a failed call)."""
+BACKLOG: Final = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,58 +64,140 @@ class ServeSettings:
     host: str = "0.0.0.0"  # noqa: S104 - a webhook in a pod listens on the pod IP
     port: int = 8443
     max_concurrency: int = MAX_CONCURRENCY
-    drain_timeout: int = DRAIN_TIMEOUT
+    drain_timeout: float = DRAIN_TIMEOUT
     watch_interval: float = WATCH_INTERVAL
     shutdown_linger: float = SHUTDOWN_LINGER
-    http: Literal["auto", "httptools", "h11"] = "auto"
-    """HTTP parser: ``auto`` is httptools (compiled) when installed, else h11 (pure Python)."""
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    limits: Limits = Limits()  # noqa: RUF009 - frozen: one shared default is safe
 
 
-class LingeringServer(uvicorn.Server):
-    """A uvicorn server that stops in two steps.
+class AdmissionServer:
+    """The admission port: listen, serve connections, linger and drain on SIGTERM, reload on SIGHUP."""
 
-    On the first SIGTERM/SIGINT it answers for ``linger`` seconds more, not ready and closing each connection after
-    its answer; then it shuts down as uvicorn does (stops listening, drains in-flight requests). A second signal
-    stops at once.
-    """
-
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the server's collaborators, each named
         self,
-        config: uvicorn.Config,
-        linger: float,
-        on_stopping: Callable[[], None],
+        app: WebhookApp,
+        settings: ServeSettings,
+        context: Callable[[], ssl.SSLContext],
+        *,
+        on_stopping: Callable[[], None] = lambda: None,
         on_stopped: Callable[[], None] = lambda: None,
+        on_hangup: Callable[[], object] = lambda: None,
     ) -> None:
-        """Serve ``config``; ``on_stopping`` runs when the first signal arrives, ``on_stopped`` once drained."""
-        super().__init__(config)
-        self.linger = linger
+        """Serve ``app`` with the TLS context ``context()`` returns.
+
+        The callbacks run on the first SIGTERM, once drained, and on SIGHUP (in a thread).
+        """
+        self.app = app
+        self.settings = settings
+        self.registry = Registry(settings.max_concurrency)
+        self.port = settings.port
+        """The port listened on (the one the system chose, for port 0)."""
+        self.started = False
         self.stopping = False
+        """The first signal came: lingering, then draining."""
+        self.should_exit = False
+        """Set to stop at once (a second signal, or a caller)."""
+        self._context = context
         self._on_stopping = on_stopping
         self._on_stopped = on_stopped
-        self._exit_at = 0.0
+        self._on_hangup = on_hangup
+        self._wake = asyncio.Event()
+        self._signal: int | None = None
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """Start lingering on the first signal; behave as uvicorn does on the next one or without a linger."""
-        if self.stopping or self.linger <= 0:
-            super().handle_exit(sig, frame)
-            return
-        self._captured_signals.append(sig)  # uvicorn re-raises it once stopped, as after its own handling
-        self.stopping = True
-        self._exit_at = time.monotonic() + self.linger
-        self._on_stopping()
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """Uvicorn's shutdown (stop listening, drain), then ``on_stopped``: before a captured signal is re-raised."""
-        try:
-            await super().shutdown(sockets)
-        finally:
-            self._on_stopped()
-
-    async def on_tick(self, counter: int) -> bool:
-        """Uvicorn's housekeeping tick (every 0.1 s): the linger ends here."""
-        if self.stopping and not self.should_exit and time.monotonic() >= self._exit_at:
+    def handle_exit(self, sig: int) -> None:
+        """First SIGTERM/SIGINT: linger, then drain. A second one: stop now."""
+        if self.stopping:
             self.should_exit = True
-        return await super().on_tick(counter)
+        else:
+            self._signal = sig
+            self.stopping = True
+            self.registry.closing = self.settings.shutdown_linger <= 0
+            self._on_stopping()
+        self._wake.set()
+
+    def handle_hangup(self) -> None:
+        """SIGHUP: reload the certificate off the event loop, log, and carry on."""
+        log.info("SIGHUP: checking the certificate files; serving goes on")
+        task = asyncio.get_running_loop().run_in_executor(None, self._on_hangup)
+        task.add_done_callback(lambda done: done.exception())  # a failure is the source's to log
+
+    async def serve(self) -> None:
+        """Listen until stopped (a signal or :attr:`should_exit`), then drain.
+
+        A stopping signal is raised again at the end, with its default handler, so the exit status is the
+        conventional one (as uvicorn did).
+        """
+        loop = asyncio.get_running_loop()
+        connections = factory(self.app, self.registry, self.settings.limits)
+        server = await loop.create_server(
+            connections,
+            self.settings.host,
+            self.settings.port,
+            ssl=self._context(),
+            ssl_handshake_timeout=self.settings.handshake_timeout,
+            backlog=BACKLOG,
+            reuse_address=True,
+        )
+        self.port = server.sockets[0].getsockname()[1]
+        handled = self._install_signals(loop)
+        self.started = True
+        log.info("serving", extra={"host": self.settings.host, "port": self.port})
+        try:
+            await self._until_stopped()
+            server.close()
+            await self._drain()
+        finally:
+            server.close()
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+            self._on_stopped()
+        if self._signal is not None:
+            signal.raise_signal(self._signal)
+
+    async def _until_stopped(self) -> None:
+        """Wait for a stop; then linger, answering with ``Connection: close``, unless told to stop at once."""
+        while not (self.stopping or self.should_exit):
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)  # should_exit may be set without a wake-up
+        if self.should_exit or self.settings.shutdown_linger <= 0:
+            return
+        self.registry.closing = True
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.settings.shutdown_linger)
+
+    async def _drain(self) -> None:
+        """Close what waits for a request, give requests in flight the drain timeout, abort the rest."""
+        self.registry.closing = True
+        loop = asyncio.get_running_loop()
+        until = loop.time() + (0 if self.should_exit else self.settings.drain_timeout)
+        while True:
+            for connection in list(self.registry.open):
+                if not connection.busy:
+                    connection.close()
+            if not any(connection.busy for connection in self.registry.open) or loop.time() >= until:
+                break
+            await asyncio.sleep(0.05)
+        for connection in list(self.registry.open):
+            connection.close()
+        if self.registry.open:  # answers written that no one reads, bodies that never ended
+            await asyncio.sleep(0.1)
+            for connection in list(self.registry.open):
+                connection.abort()
+        log.info("stopped", extra={"aborted": len(self.registry.open)})
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
+        handled: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                loop.add_signal_handler(sig, self.handle_exit, sig)
+                handled.append(sig)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
+            loop.add_signal_handler(signal.SIGHUP, self.handle_hangup)
+            handled.append(signal.SIGHUP)
+        return handled
 
 
 def build_server(
@@ -109,8 +207,8 @@ def build_server(
     metrics: Metrics | None = None,
     discovery: RuleDiscovery | None = None,
     verifier: TargetVerifier | None = None,
-) -> tuple[LingeringServer, CertificateSource]:
-    """A uvicorn server for ``config`` whose TLS context follows the certificate files.
+) -> tuple[AdmissionServer, CertificateSource]:
+    """The admission server for ``config`` whose TLS context follows the certificate files.
 
     ``discovery`` supplies the rules (``rules: discover``) and ``verifier`` checks targets (``verify: true``); both
     report into ``/readyz``. Their collectors belong in ``metrics.registry`` so ``/metrics`` shows them.
@@ -125,7 +223,7 @@ def build_server(
 
     source = CertificateSource(settings.cert_file, settings.key_file, on_reload=on_reload)
     source.server_context()  # fail at start, with the file names, if the pair cannot serve
-    server: LingeringServer
+    server: AdmissionServer
 
     def readiness() -> tuple[bool, str]:
         if server.stopping or server.should_exit:
@@ -140,35 +238,24 @@ def build_server(
             details.append(verifier.status())  # an open breaker keeps originals; the pod still serves
         return ready, "; ".join(details)
 
-    def context_factory(_config: uvicorn.Config, _default: object) -> ssl.SSLContext:
-        return source.server_context()
-
     rules = discovery.current if discovery is not None else Rules(config)
     app = create_app(rules, metrics=metrics, readiness=readiness, verifier=verifier)
-    uvicorn_config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        ssl_context_factory=context_factory,
-        http=settings.http,
-        limit_concurrency=settings.max_concurrency,
-        timeout_graceful_shutdown=settings.drain_timeout,
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        proxy_headers=False,  # the API server connects directly; no X-Forwarded-* to trust
-        server_header=False,
-        date_header=False,
-    )
 
     def on_stopping() -> None:
-        app.closing_connections = True
         log.info("stopping: answering %.1f s more, closing each connection after its answer", settings.shutdown_linger)
 
     def on_stopped() -> None:
         app.decision_log.flush()  # decision lines still batched are written before the process exits
 
-    server = LingeringServer(uvicorn_config, settings.shutdown_linger, on_stopping, on_stopped)
+    server = AdmissionServer(
+        app,
+        settings,
+        source.server_context,
+        on_stopping=on_stopping,
+        on_stopped=on_stopped,
+        on_hangup=source.reload,
+    )
+    metrics.count_shed_connections(lambda: server.registry.shed)
     return server, source
 
 

@@ -1,0 +1,470 @@
+"""One HTTP/1.1 connection of the admission port: limits, timers, accounting and a single write per answer.
+
+The parser is httptools (llhttp, the parser of Node.js): it frames requests and refuses what is malformed
+(``Content-Length`` with ``Transfer-Encoding``, bad chunks, bare LF, obs-fold, NUL). Everything around it is ours:
+
+- every connection is always under exactly one bound, so no client holds one for free: the request line and headers
+  must arrive within ``header_timeout`` of the connection opening (or of the first byte of a later request), the
+  body within the API server's ``?timeout=`` (:func:`webhook.serve.app.deadline_seconds`), and a kept-open connection
+  may sit idle for ``keepalive_timeout`` between requests;
+- the request head is capped in bytes and header count (431, closed), the body at the app's limit (413), and a
+  connection reads nothing more while an answer is being made or cannot be written (its memory is one request);
+- each answer is one ``transport.write``: status line, headers with ``Content-Length``, body. After a 4xx, an
+  HTTP/1.0 request or while the server stops, the answer says ``Connection: close`` and the connection closes.
+
+``POST /mutate`` and ``POST /audit`` go straight to :meth:`WebhookApp.answer`; ``GET /healthz`` is answered here;
+everything else goes to the FastAPI app through a small ASGI bridge (:meth:`Connection._asgi`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import httptools
+import orjson
+
+from webhook.exceptions import AdmissionError
+from webhook.serve.app import ADMISSION_PATHS, DEADLINE_MARGIN, check_request, deadline_seconds
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, MutableMapping
+
+    from webhook.core.admission import Mode
+    from webhook.serve.app import WebhookApp
+
+log = logging.getLogger("webhook.server")
+
+HANDSHAKE_TIMEOUT: Final = 5.0
+"""Seconds for the TLS handshake (the API server's takes milliseconds)."""
+HEADER_TIMEOUT: Final = 10.0
+"""Seconds for the request line and headers, from the connection's opening or a later request's first byte."""
+KEEPALIVE_TIMEOUT: Final = 30.0
+"""Seconds a kept-open connection may wait for its next request (the API server keeps idle ones 90 s)."""
+MAX_HEADER_BYTES: Final = 16 * 1024
+"""Request line and headers together; the API server sends a few hundred bytes."""
+MAX_HEADERS: Final = 64
+OTHER_BODY_LIMIT: Final = 64 * 1024
+"""Body bytes accepted on the paths that are not admission reviews (none takes a body)."""
+_REASONS: Final = {
+    200: b"OK",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    503: b"Service Unavailable",
+}
+_JSON: Final = b"application/json"
+_HEALTHY: Final = b'{"status":"ok"}'
+_OVERLOADED: Final = b'{"error":"over the connection limit; try again"}'
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-connection bounds (``serve`` flags); see the module's docstring."""
+
+    header_timeout: float = HEADER_TIMEOUT
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT
+    max_header_bytes: int = MAX_HEADER_BYTES
+    max_headers: int = MAX_HEADERS
+
+
+class Registry:
+    """The server's view of its connections: how many, which are idle, and whether it is stopping."""
+
+    def __init__(self, max_connections: int) -> None:
+        """Admit up to ``max_connections`` connections; those beyond are answered 503 and closed."""
+        self.max_connections = max_connections
+        self.connections: dict[Connection, None] = {}
+        """Admitted connections, in the order they last became idle or opened (oldest first)."""
+        self.open: set[Connection] = set()
+        """Every connection not yet lost, admitted or not, closing or not: what a stop aborts at its end."""
+        self.closing = False
+        """Set while the server stops: every answer closes its connection."""
+        self.shed = 0
+        """Connections refused for being over the limit."""
+
+    def admit(self, connection: Connection) -> bool:
+        """Take ``connection`` in; when full, make room by closing the longest-idle one, else refuse it."""
+        if len(self.connections) >= self.max_connections:
+            idle = next((other for other in self.connections if other.idle), None)
+            if idle is None:
+                self.shed += 1
+                return False
+            idle.close()
+        self.connections[connection] = None
+        return True
+
+    def became_idle(self, connection: Connection) -> None:
+        """Move ``connection`` to the end: the oldest idle connection is the first evicted."""
+        if connection in self.connections:
+            del self.connections[connection]
+            self.connections[connection] = None
+
+    def remove(self, connection: Connection) -> None:
+        """Stop counting a closing connection against the limit."""
+        self.connections.pop(connection, None)
+
+
+class Connection(asyncio.Protocol):
+    """One client connection (after the TLS handshake): parse, bound, dispatch, answer."""
+
+    def __init__(self, app: WebhookApp, registry: Registry, limits: Limits) -> None:
+        """Serve ``app`` under ``limits``, accounted in ``registry``."""
+        self.app = app
+        self.registry = registry
+        self.limits = limits
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.admitted = False
+        self.idle = False
+        """Between requests (no byte of the next one yet): what may be closed at once to make room or to stop."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._in_head = True
+        self._head_bytes = 0
+        self._header_count = 0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._content_type = b""
+        self._content_length = b""
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._body_limit = 0
+        self._refusal: tuple[int, str] | None = None
+        self._mode: Mode | None = None
+        self._started = 0.0
+        self._deadline = 0.0
+        self._busy = False
+        self._paused = False
+        self._write_paused = False
+        self._closed = False
+        self.task: asyncio.Task[None] | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Count the connection in; over the limit it is still read, but its requests are answered 503."""
+        self.transport = cast("asyncio.Transport", transport)  # uvloop's TLS transport is one, not a subclass
+        self.registry.open.add(self)
+        self.admitted = self.registry.admit(self)
+        self._arm(self.limits.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - the reason changes nothing here
+        """Forget the connection; an answer still being made is dropped (the client is gone)."""
+        self._closed = True
+        self._disarm()
+        self.registry.remove(self)
+        self.registry.open.discard(self)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser; a head over its byte limit is refused before it is buffered further."""
+        if self._closed:
+            return
+        if self.idle:
+            self.idle = False
+            self._arm(self.limits.header_timeout)
+        if self._in_head:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "protocol upgrades are not served")
+        except httptools.HttpParserError as error:
+            if self._refusal is not None:
+                self._fail(*self._refusal)
+            else:
+                self._fail(400, f"malformed request: {error}")
+            return
+        except Exception:  # an error of ours, not the client's: answered 500, and the connection closed
+            log.exception("request failed")
+            self._fail(500, "internal error")
+            return
+        if self._in_head and self._head_bytes > self.limits.max_header_bytes and not self._closed:
+            self._fail(431, f"request line and headers over {self.limits.max_header_bytes} bytes")
+
+    def eof_received(self) -> bool | None:
+        """The client closed its side: close ours (an answer in progress is dropped with the connection)."""
+        return None
+
+    def pause_writing(self) -> None:
+        """The client does not read its answers: stop reading its requests until it does."""
+        self._write_paused = True
+        self._pause()
+
+    def resume_writing(self) -> None:
+        """The client read; read its requests again unless an answer is being made."""
+        self._write_paused = False
+        if not self._busy:
+            self._resume()
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        """A request starts: reset its state (a request pipelined behind one still being answered is refused)."""
+        if self._busy:
+            self._refuse(400, "a pipelined request while an answer is pending")
+        self._in_head = True
+        self._head_bytes = 0
+        self._header_count = 0
+        self._url = b""
+        self._headers = []
+        self._content_type = b""
+        self._content_length = b""
+        self._body = []
+        self._body_size = 0
+        self._refusal = None
+        self._started = time.perf_counter()
+
+    def on_url(self, url: bytes) -> None:
+        """Part of the request target."""
+        self._url += url
+        if len(self._url) > self.limits.max_header_bytes:
+            self._refuse(431, f"request target over {self.limits.max_header_bytes} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """One header; only those the app reads are kept apart."""
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            self._refuse(431, f"more than {self.limits.max_headers} headers")
+        lower = name.lower()
+        if lower == b"content-type":
+            self._content_type = value
+        elif lower == b"content-length":
+            self._content_length = value
+        self._headers.append((lower, value))
+
+    def on_headers_complete(self) -> None:
+        """The head is in: check it, then wait for the body under the request's own deadline."""
+        self._in_head = False
+        size = len(self._url) + sum(len(name) + len(value) + 4 for name, value in self._headers)
+        if size > self.limits.max_header_bytes:
+            self._refuse(431, f"request line and headers over {self.limits.max_header_bytes} bytes")
+        parsed = httptools.parse_url(self._url)
+        path = parsed.path.decode("latin-1")
+        method = self.parser.get_method()
+        self._mode = ADMISSION_PATHS.get(path) if method == b"POST" else None
+        if self._mode is None:
+            self._body_limit = OTHER_BODY_LIMIT
+            self._arm(self.limits.header_timeout)
+            return
+        self._body_limit = self.app.body_limit
+        try:
+            check_request(self._content_type, self._content_length, self._body_limit)
+        except AdmissionError as error:
+            self._refuse(error.status, error.message)
+        seconds = deadline_seconds(parsed.query or b"")
+        self._deadline = self.loop.time() + seconds * DEADLINE_MARGIN
+        self._arm_at(self._deadline, 408, "request body not received within the API server's timeout")
+
+    def on_body(self, body: bytes) -> None:
+        """A part of the body, counted against the limit as it arrives."""
+        self._body_size += len(body)
+        if self._body_size > self._body_limit:
+            self._refuse(413, f"request body is over the {self._body_limit}-byte limit")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        """The request is in: answer it."""
+        self._disarm()
+        self._pause()  # nothing more is read until this request is answered
+        self._busy = True
+        raw = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._body = []
+        keep_alive = self.parser.should_keep_alive()
+        parsed = httptools.parse_url(self._url)
+        path = parsed.path.decode("latin-1")
+        if not self.admitted:
+            if path == "/healthz":
+                self._answer(200, _HEALTHY, keep_alive=False)
+            else:
+                self._answer(503, _OVERLOADED, keep_alive=False)
+            return
+        if self._mode is None:
+            if path == "/healthz" and self.parser.get_method() == b"GET":
+                self._answer(200, _HEALTHY, keep_alive=keep_alive)
+                return
+            scope = self._scope(path, parsed.path, parsed.query or b"")
+            self.task = self.loop.create_task(self._asgi(scope, raw, keep_alive=keep_alive))
+            return
+        if not raw:
+            self._answer(400, self.app.refuse(path, 400, "request body is empty", self._started), keep_alive=False)
+            return
+        result = self.app.answer(path, self._mode, raw, self._deadline, self._started)
+        if isinstance(result, tuple):
+            self._answer(*result, keep_alive=keep_alive and result[0] < 400)
+        else:
+            self.task = self.loop.create_task(self._await_answer(result, keep_alive=keep_alive))
+
+    # answering
+
+    async def _await_answer(self, pending: Coroutine[Any, Any, tuple[int, bytes]], *, keep_alive: bool) -> None:
+        status, body = await pending
+        self._answer(status, body, keep_alive=keep_alive and status < 400)
+
+    def _scope(self, path: str, raw_path: bytes, query: bytes) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": self.parser.get_http_version(),
+            "method": self.parser.get_method().decode("latin-1"),
+            "scheme": "https",
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": "",
+            "headers": self._headers,
+            "client": None,
+            "server": None,
+            "state": {},
+        }
+
+    async def _asgi(self, scope: dict[str, Any], body: bytes, *, keep_alive: bool) -> None:
+        """Serve one request with the FastAPI app (readiness, metrics, 404s), its answer in one write."""
+        path = scope["path"]
+        received = False
+        status = 500
+        headers: list[tuple[bytes, bytes]] = []
+        chunks: list[bytes] = []
+
+        async def receive() -> MutableMapping[str, Any]:
+            nonlocal received
+            if received:
+                await asyncio.Event().wait()  # as a server does: a disconnect would come here; none will
+            received = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            nonlocal status, headers
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", ())]
+            elif message["type"] == "http.response.body":
+                chunks.append(bytes(message.get("body", b"")))
+
+        try:
+            await self.app.api(scope, receive, send)
+        except Exception:
+            log.exception("request failed", extra={"path": path})
+            status, headers, chunks = 500, [(b"content-type", b"text/plain")], [b"Internal Server Error"]
+        content_type = next((value for name, value in headers if name == b"content-type"), b"text/plain")
+        self._answer(status, b"".join(chunks), keep_alive=keep_alive, content_type=content_type)
+
+    def _answer(self, status: int, body: bytes, *, keep_alive: bool, content_type: bytes = _JSON) -> None:
+        """Write one answer in one write; then read the next request, or close."""
+        transport = self.transport
+        self._busy = False
+        self.task = None
+        if transport is None or self._closed:
+            return
+        close = not keep_alive or self.registry.closing or not self.admitted
+        head = b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n" % (
+            status,
+            _REASONS.get(status, b"Unknown"),
+            content_type,
+            len(body),
+            b"connection: close\r\n" if close else b"",
+        )
+        transport.write(head + body)
+        if close:
+            self.close()
+            return
+        self.idle = True
+        self.registry.became_idle(self)
+        self._arm(self.limits.keepalive_timeout)
+        if not self._write_paused:
+            self._resume()
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Stop parsing this request: the parser raises, and :meth:`data_received` answers ``status``."""
+        self._refusal = (status, message)
+        raise httptools.HttpParserCallbackError(message)
+
+    def _fail(self, status: int, message: str) -> None:
+        """Answer a request that cannot be served, then close: its framing can no longer be trusted."""
+        if self._closed or self._busy:
+            if not self._closed:
+                self.close()
+            return
+        path = httptools.parse_url(self._url).path.decode("latin-1") if self._url else ""
+        body = self.app.refuse(path, status, message, self._started) if self._mode is not None else _error(message)
+        self._busy = True
+        self._answer(status, body, keep_alive=False)
+
+    @property
+    def busy(self) -> bool:
+        """A request has arrived in part or whole and is not answered yet."""
+        return self._busy or (not self._in_head and not self.idle and self._started > 0)
+
+    def close(self) -> None:
+        """Close now (buffered answers are still sent)."""
+        self._disarm()
+        self.idle = False
+        if self.transport is not None and not self._closed:
+            self._closed = True
+            self.transport.close()
+            self.registry.remove(self)
+            if self.transport.get_write_buffer_size():  # a client that does not read: not kept for long
+                self.loop.call_later(self.limits.header_timeout, self.abort)
+
+    def abort(self) -> None:
+        """Close without sending what is buffered: for a client that stopped reading."""
+        self._closed = True
+        self._disarm()
+        if self.transport is not None:
+            self.transport.abort()
+        self.registry.remove(self)
+
+    # timers: one at a time per connection
+
+    def _arm(self, seconds: float) -> None:
+        self._arm_at(self.loop.time() + seconds, 408, "request not received in time")
+
+    def _arm_at(self, when: float, status: int, message: str) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(when, self._expired, status, message)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self, status: int, message: str) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        if self.idle or not self._started or self._in_head:
+            self.close()  # idle, or a head that never came: nothing to answer
+            return
+        self._fail(status, message)
+
+    def _pause(self) -> None:
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            with contextlib.suppress(RuntimeError):
+                self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self._paused and self.transport is not None and not self._closed:
+            self._paused = False
+            with contextlib.suppress(RuntimeError):
+                self.transport.resume_reading()
+
+
+def _error(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+def factory(app: WebhookApp, registry: Registry, limits: Limits) -> Callable[[], Connection]:
+    """What ``loop.create_server`` calls for each connection."""
+    return lambda: Connection(app, registry, limits)
