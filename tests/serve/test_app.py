@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from reviews import make_pod, make_review
 
-from webhook.serve.app import BODY_LIMIT, DEFAULT_DEADLINE, create_app, parse_timeout
+from webhook.serve.app import BODY_LIMIT, DEFAULT_DEADLINE, MAX_IMAGE_SLOTS, create_app, parse_timeout
 from webhook.serve.decision_log import DecisionLog
 from webhook.serve.metrics import Metrics
 
@@ -284,3 +284,32 @@ def test_a_decision_log_that_cannot_write_does_not_fail_the_review(
     assert response.status_code == 200
     assert "patch" in response.json()["response"]
     assert "decision log lines lost" in caplog.text
+
+
+def test_a_pod_with_too_many_images_is_admitted_unchanged_at_once(client: TestClient) -> None:
+    images = [f"quay.io/org/image-{index}:v1" for index in range(MAX_IMAGE_SLOTS + 1)]
+    review = make_review(make_pod(*images))
+    response = client.post("/mutate", json=review)
+    assert response.status_code == 200
+    answer = response.json()["response"]
+    assert answer["uid"] == review["request"]["uid"]
+    assert "patch" not in answer
+    assert f"over {MAX_IMAGE_SLOTS}" in answer["warnings"][0]
+    at_limit = make_review(make_pod(*images[:MAX_IMAGE_SLOTS]))
+    assert "patch" in client.post("/mutate", json=at_limit).json()["response"]
+
+
+def test_decision_lines_say_when_the_record_was_left_out(
+    rules: Rules, capsysbinary: pytest.CaptureFixture[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="webhook.decisions")
+    app = create_app(rules)
+    crowded = make_review(make_pod(QUAY, annotations={"example.com/big": "x" * (262_144 - 40)}))
+    roomy = make_review(make_pod(QUAY, annotations={"example.com/small": "x"}))
+    with TestClient(app) as client:
+        for body in (crowded, roomy):
+            assert "patch" in client.post("/mutate", json=body).json()["response"]  # rewritten either way
+    app.decision_log.flush()
+    lines = {line["uid"]: line for line in map(json.loads, capsysbinary.readouterr().err.splitlines())}
+    assert lines[crowded["request"]["uid"]]["annotation"].startswith("left out")
+    assert "annotation" not in lines[roomy["request"]["uid"]]

@@ -19,11 +19,12 @@ everything else goes to the FastAPI app through a small ASGI bridge (:meth:`Conn
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 
 import httptools
 import orjson
@@ -48,6 +49,9 @@ KEEPALIVE_TIMEOUT: Final = 30.0
 MAX_HEADER_BYTES: Final = 16 * 1024
 """Request line and headers together; the API server sends a few hundred bytes."""
 MAX_HEADERS: Final = 64
+MAX_PIPELINED: Final = 16
+"""Requests queued behind the one being answered (the API server never pipelines; a client that does is served in
+order, up to this many at a time)."""
 OTHER_BODY_LIMIT: Final = 64 * 1024
 """Body bytes accepted on the paths that are not admission reviews (none takes a body)."""
 _REASONS: Final = {
@@ -64,6 +68,22 @@ _REASONS: Final = {
 _JSON: Final = b"application/json"
 _HEALTHY: Final = b'{"status":"ok"}'
 _OVERLOADED: Final = b'{"error":"over the connection limit; try again"}'
+
+
+class _Request(NamedTuple):
+    """One request as parsed, kept apart from the parser's state so the next one can be parsed meanwhile."""
+
+    path: str
+    raw_path: bytes
+    query: bytes
+    method: bytes
+    http_version: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    keep_alive: bool
+    mode: Mode | None
+    started: float
+    deadline: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +112,13 @@ class Registry:
         """Connections refused for being over the limit."""
 
     def admit(self, connection: Connection) -> bool:
-        """Take ``connection`` in; when full, make room by closing the longest-idle one, else refuse it."""
+        """Take ``connection`` in; when full, make room by closing the longest-waiting one, else refuse it.
+
+        Waiting: kept open between requests, or open without a byte sent yet. Those holding part of a request are
+        never closed for room: the newcomer is refused instead.
+        """
         if len(self.connections) >= self.max_connections:
-            idle = next((other for other in self.connections if other.idle), None)
+            idle = next((other for other in self.connections if other.evictable), None)
             if idle is None:
                 self.shed += 1
                 return False
@@ -146,6 +170,9 @@ class Connection(asyncio.Protocol):
         self._paused = False
         self._write_paused = False
         self._closed = False
+        self._received = False
+        self._upgraded = False
+        self._queue: collections.deque[_Request] = collections.deque()
         self.task: asyncio.Task[None] | None = None
 
     # asyncio.Protocol
@@ -173,12 +200,17 @@ class Connection(asyncio.Protocol):
         if self.idle:
             self.idle = False
             self._arm(self.limits.header_timeout)
+        self._received = True
         if self._in_head:
             self._head_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(400, "protocol upgrades are not served")
+            # Answered as plain HTTP; what follows would be another protocol, so the connection ends with the answer.
+            self._upgraded = True
+            if not self._busy:
+                self.close()
+            return
         except httptools.HttpParserError as error:
             if self._refusal is not None:
                 self._fail(*self._refusal)
@@ -210,9 +242,9 @@ class Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
-        """A request starts: reset its state (a request pipelined behind one still being answered is refused)."""
-        if self._busy:
-            self._refuse(400, "a pipelined request while an answer is pending")
+        """A request starts: reset its state."""
+        if len(self._queue) >= MAX_PIPELINED:
+            self._refuse(400, f"more than {MAX_PIPELINED} requests pipelined")
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
@@ -246,6 +278,7 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         """The head is in: check it, then wait for the body under the request's own deadline."""
         self._in_head = False
+        self._upgraded = self._upgraded or self.parser.should_upgrade()
         size = len(self._url) + sum(len(name) + len(value) + 4 for name, value in self._headers)
         if size > self.limits.max_header_bytes:
             self._refuse(431, f"request line and headers over {self.limits.max_header_bytes} bytes")
@@ -274,32 +307,46 @@ class Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        """The request is in: answer it."""
+        """The request is in: answer it, or queue it behind the one being answered (pipelining)."""
         self._disarm()
         self._pause()  # nothing more is read until this request is answered
-        self._busy = True
-        raw = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        self._body = []
-        keep_alive = self.parser.should_keep_alive()
         parsed = httptools.parse_url(self._url)
-        path = parsed.path.decode("latin-1")
+        request = _Request(
+            path=parsed.path.decode("latin-1"),
+            raw_path=parsed.path,
+            query=parsed.query or b"",
+            method=self.parser.get_method(),
+            http_version=self.parser.get_http_version(),
+            headers=self._headers,
+            body=self._body[0] if len(self._body) == 1 else b"".join(self._body),
+            keep_alive=self.parser.should_keep_alive(),
+            mode=self._mode,
+            started=self._started,
+            deadline=self._deadline,
+        )
+        self._body = []
+        if self._busy:
+            self._queue.append(request)
+        else:
+            self._dispatch(request)
+
+    def _dispatch(self, request: _Request) -> None:
+        self._busy = True
+        path, keep_alive = request.path, request.keep_alive
         if not self.admitted:
-            if path == "/healthz":
-                self._answer(200, _HEALTHY, keep_alive=False)
-            else:
-                self._answer(503, _OVERLOADED, keep_alive=False)
+            self._answer(*((200, _HEALTHY) if path == "/healthz" else (503, _OVERLOADED)), keep_alive=False)
             return
-        if self._mode is None:
-            if path == "/healthz" and self.parser.get_method() == b"GET":
+        if request.mode is None:
+            if path == "/healthz" and request.method == b"GET":
                 self._answer(200, _HEALTHY, keep_alive=keep_alive)
                 return
-            scope = self._scope(path, parsed.path, parsed.query or b"")
-            self.task = self.loop.create_task(self._asgi(scope, raw, keep_alive=keep_alive))
+            self.task = self.loop.create_task(self._asgi(request))
             return
-        if not raw:
-            self._answer(400, self.app.refuse(path, 400, "request body is empty", self._started), keep_alive=False)
+        if not request.body:
+            body = self.app.refuse(path, 400, "request body is empty", request.started)
+            self._answer(400, body, keep_alive=False)
             return
-        result = self.app.answer(path, self._mode, raw, self._deadline, self._started)
+        result = self.app.answer(path, request.mode, request.body, request.deadline, request.started)
         if isinstance(result, tuple):
             self._answer(*result, keep_alive=keep_alive and result[0] < 400)
         else:
@@ -311,26 +358,24 @@ class Connection(asyncio.Protocol):
         status, body = await pending
         self._answer(status, body, keep_alive=keep_alive and status < 400)
 
-    def _scope(self, path: str, raw_path: bytes, query: bytes) -> dict[str, Any]:
-        return {
+    async def _asgi(self, request: _Request) -> None:
+        """Serve one request with the FastAPI app (readiness, metrics, 404s), its answer in one write."""
+        path, body = request.path, request.body
+        scope = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
-            "http_version": self.parser.get_http_version(),
-            "method": self.parser.get_method().decode("latin-1"),
+            "http_version": request.http_version,
+            "method": request.method.decode("latin-1"),
             "scheme": "https",
             "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
+            "raw_path": request.raw_path,
+            "query_string": request.query,
             "root_path": "",
-            "headers": self._headers,
+            "headers": request.headers,
             "client": None,
             "server": None,
             "state": {},
         }
-
-    async def _asgi(self, scope: dict[str, Any], body: bytes, *, keep_alive: bool) -> None:
-        """Serve one request with the FastAPI app (readiness, metrics, 404s), its answer in one write."""
-        path = scope["path"]
         received = False
         status = 500
         headers: list[tuple[bytes, bytes]] = []
@@ -357,7 +402,7 @@ class Connection(asyncio.Protocol):
             log.exception("request failed", extra={"path": path})
             status, headers, chunks = 500, [(b"content-type", b"text/plain")], [b"Internal Server Error"]
         content_type = next((value for name, value in headers if name == b"content-type"), b"text/plain")
-        self._answer(status, b"".join(chunks), keep_alive=keep_alive, content_type=content_type)
+        self._answer(status, b"".join(chunks), keep_alive=request.keep_alive, content_type=content_type)
 
     def _answer(self, status: int, body: bytes, *, keep_alive: bool, content_type: bytes = _JSON) -> None:
         """Write one answer in one write; then read the next request, or close."""
@@ -366,7 +411,7 @@ class Connection(asyncio.Protocol):
         self.task = None
         if transport is None or self._closed:
             return
-        close = not keep_alive or self.registry.closing or not self.admitted
+        close = not keep_alive or self.registry.closing or not self.admitted or self._upgraded
         head = b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n" % (
             status,
             _REASONS.get(status, b"Unknown"),
@@ -377,6 +422,9 @@ class Connection(asyncio.Protocol):
         transport.write(head + body)
         if close:
             self.close()
+            return
+        if self._queue:
+            self._dispatch(self._queue.popleft())
             return
         self.idle = True
         self.registry.became_idle(self)
@@ -399,6 +447,11 @@ class Connection(asyncio.Protocol):
         body = self.app.refuse(path, status, message, self._started) if self._mode is not None else _error(message)
         self._busy = True
         self._answer(status, body, keep_alive=False)
+
+    @property
+    def evictable(self) -> bool:
+        """Waiting for a request with nothing of it received: closing it now loses nothing."""
+        return self.idle or (not self._started and not self._received)
 
     @property
     def busy(self) -> bool:

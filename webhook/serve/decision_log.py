@@ -45,8 +45,14 @@ class DecisionLog:
         flush_seconds: float = FLUSH_SECONDS,
         batch_bytes: int = BATCH_BYTES,
         clock: Callable[[], float] = time.time,
+        writer: Callable[[bytes], None] | None = None,
     ) -> None:
-        """Write to ``stream`` (stderr's bytes by default), at least every ``flush_seconds``."""
+        """Write to ``stream`` (stderr's bytes by default), at least every ``flush_seconds``.
+
+        With ``writer`` (the server's :class:`webhook.serve.log_writer.StderrWriter`), batches are handed to it
+        instead, which never blocks.
+        """
+        self.writer = writer
         self._stream = stream
         self._flush_seconds = flush_seconds
         self._batch_bytes = batch_bytes
@@ -94,6 +100,9 @@ class DecisionLog:
         data = b"".join(self._pending)
         self._pending.clear()
         self._size = 0
+        if self.writer is not None:
+            self.writer(data)
+            return
         try:
             stream = self._stream if self._stream is not None else sys.stderr.buffer
             stream.write(data)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from webhook.core.rules import Rules
 from webhook.serve.app import create_app
 from webhook.serve.connection import HANDSHAKE_TIMEOUT, Limits, Registry, factory
+from webhook.serve.log_writer import StderrWriter, send_logs_to
 from webhook.serve.metrics import Metrics
 from webhook.serve.tls import WATCH_INTERVAL, CertificateSource, LoadedCertificate
 
@@ -53,6 +54,8 @@ SHUTDOWN_LINGER: Final = 2.0
 listening and closes idle connections: a client's kept-open connection is then closed after an answer, never under
 a request it is about to send (which the API server would see as a failed call)."""
 BACKLOG: Final = 2048
+SSL_SHUTDOWN_TIMEOUT: Final = 5.0
+"""Seconds a closing connection waits for the client's TLS close_notify before it is dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +126,7 @@ class AdmissionServer:
         task.add_done_callback(lambda done: done.exception())  # a failure is the source's to log
 
     async def serve(self) -> None:
-        """Listen until stopped (a signal or :attr:`should_exit`), then drain.
-
-        A stopping signal is raised again at the end, with its default handler, so the exit status is the
-        conventional one (as uvicorn did).
-        """
+        """Listen until stopped (a signal or :attr:`should_exit`), then drain (see :meth:`exit_by_signal`)."""
         loop = asyncio.get_running_loop()
         connections = factory(self.app, self.registry, self.settings.limits)
         server = await loop.create_server(
@@ -136,6 +135,7 @@ class AdmissionServer:
             self.settings.port,
             ssl=self._context(),
             ssl_handshake_timeout=self.settings.handshake_timeout,
+            ssl_shutdown_timeout=SSL_SHUTDOWN_TIMEOUT,
             backlog=BACKLOG,
             reuse_address=True,
         )
@@ -152,6 +152,9 @@ class AdmissionServer:
             for sig in handled:
                 loop.remove_signal_handler(sig)
             self._on_stopped()
+
+    def exit_by_signal(self) -> None:
+        """Raise the stopping signal again, its handler now the default: the conventional exit status for it."""
         if self._signal is not None:
             signal.raise_signal(self._signal)
 
@@ -306,6 +309,10 @@ async def serve(config: Config, settings: ServeSettings) -> None:
 
         verifier = TargetVerifier.for_config(config, registry=metrics.registry)
     server, source = build_server(config, settings, metrics=metrics, discovery=discovery, verifier=verifier)
+    writer = StderrWriter()
+    send_logs_to(writer)
+    server.app.decision_log.writer = writer.write
+    metrics.count_dropped_log_lines(lambda: writer.dropped_lines)
     tasks = [asyncio.create_task(source.watch(settings.watch_interval), name="certificate watch")]
     if discovery is not None:
         tasks.append(asyncio.create_task(discovery.run(), name="rule discovery"))
@@ -320,3 +327,6 @@ async def serve(config: Config, settings: ServeSettings) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         if verifier is not None:
             await verifier.aclose()
+        server.app.decision_log.flush()
+        writer.close()
+    server.exit_by_signal()

@@ -1,0 +1,223 @@
+"""The connection layer against the ASGI path uvicorn served: the same answers, byte for byte, for any review.
+
+In-process: a :class:`Connection` is fed raw request bytes through a fake transport and its single write is
+parsed; the old path is :class:`WebhookApp` called as the ASGI app it was under uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reviews import make_pod, make_review
+from strategies import pods
+
+from webhook.serve.app import create_app
+from webhook.serve.connection import Connection, Limits, Registry
+
+if TYPE_CHECKING:
+    from collections.abc import MutableMapping
+
+    from webhook.core.rules import Rules
+    from webhook.serve.app import WebhookApp
+
+QUAY = "quay.io/prometheus/node-exporter:v1.8.2"
+
+
+class FakeTransport:
+    """What a Connection needs of a transport; records each write and whether it closed."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def parse_answers(data: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    answers = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+        length = int(headers["content-length"])
+        answers.append((int(lines[0].split()[1]), headers, rest[:length]))
+        data = rest[length:]
+    return answers
+
+
+def exchange(app: WebhookApp, data: bytes, *, max_connections: int = 8) -> tuple[FakeTransport, list[Any]]:
+    """Feed ``data`` to a new connection; the transport and the answers it wrote."""
+
+    async def run() -> FakeTransport:
+        connection = Connection(app, Registry(max_connections), Limits())
+        transport = FakeTransport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection.data_received(data)
+        for _ in range(100):  # answers that await (none here: no verifier) need a few loop turns
+            if connection.task is None:
+                break
+            await asyncio.sleep(0)
+        connection.connection_lost(None)
+        return transport
+
+    transport = asyncio.run(run())
+    for write in transport.writes:  # one write per answer
+        assert len(parse_answers(write)) == 1
+    return transport, parse_answers(b"".join(transport.writes))
+
+
+def request(body: bytes, path: str = "/mutate", extra: bytes = b"") -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    ).encode()
+    return head + extra + b"\r\n" + body
+
+
+def asgi_answer(app: WebhookApp, body: bytes, path: str = "/mutate") -> tuple[int, bytes]:
+    """What the app answered under uvicorn: its ASGI entry, given the same request."""
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path.partition("?")[0],
+        "query_string": path.partition("?")[2].encode(),
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+    }
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], sent[1]["body"]
+
+
+@st.composite
+def request_bodies(draw: st.DrawFn) -> bytes:
+    """API-server-shaped reviews of odd pods, and bodies that are not reviews at all."""
+    kind = draw(st.sampled_from(["pod", "pod", "pod", "update", "debug", "odd-json", "not-json", "other-kind"]))
+    if kind == "not-json":
+        return draw(st.sampled_from([b"{", b"\xff\xfe", b"NaN", b'{"a": 1, "a": 2', b"[" * 1000]))
+    if kind == "odd-json":
+        return draw(st.sampled_from([b"[]", b"1", b'"x"', b"null", b'{"apiVersion": "v1"}', b'{"a": 1, "a": 2}']))
+    pod = draw(pods())
+    if kind == "other-kind":
+        review = make_review(make_pod(QUAY))
+        review["request"]["kind"] = {"group": "apps", "version": "v1", "kind": "Deployment"}
+        review["request"]["object"] = pod
+    elif kind == "update":
+        review = make_review(make_pod(QUAY), operation="UPDATE")
+        review["request"]["object"] = pod
+    elif kind == "debug":
+        review = make_review(make_pod(QUAY), operation="UPDATE", sub_resource="ephemeralcontainers")
+        review["request"]["object"] = pod
+    else:
+        review = make_review(make_pod(QUAY))
+        review["request"]["object"] = pod
+    return json.dumps(review, ensure_ascii=draw(st.booleans())).encode()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=request_bodies(), path=st.sampled_from(["/mutate", "/audit", "/mutate?timeout=3s"]))
+def test_answers_are_byte_identical_to_the_asgi_path(rules: Rules, body: bytes, path: str) -> None:
+    expected = asgi_answer(create_app(rules), body, path)
+    _, answers = exchange(create_app(rules), request(body, path))
+    assert [(status, answer) for status, _, answer in answers] == [expected]
+
+
+def test_pipelined_requests_are_answered_in_order(rules: Rules) -> None:
+    bodies = [json.dumps(make_review(make_pod(QUAY))).encode() for _ in range(3)]
+    transport, answers = exchange(create_app(rules), b"".join(request(body) for body in bodies))
+    assert [json.loads(answer)["response"]["uid"] for _, _, answer in answers] == [
+        json.loads(body)["request"]["uid"] for body in bodies
+    ]
+    assert len(transport.writes) == 3
+    assert not transport.closed
+
+
+def test_a_chunked_body_is_read_whole(rules: Rules) -> None:
+    body = json.dumps(make_review(make_pod(QUAY))).encode()
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:100], body[100:])) + b"0\r\n\r\n"
+    head = b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    _, answers = exchange(create_app(rules), head + chunks)
+    assert [status for status, _, _ in answers] == [200]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /mutate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n",
+        b"POST /mutate HTTP/1.1\nHost: x\nContent-Length: 2\n\n{}",
+        b"POST /mutate HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\nContent-Length: 2\r\n\r\n{}",
+        b"POST /mutate HTTP/1.1\r\nHost: x\x00\r\nContent-Length: 2\r\n\r\n{}",
+        b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+    ],
+    ids=["cl-and-te", "bad-chunk", "bare-lf", "obs-fold", "nul", "two-lengths"],
+)
+def test_framing_attacks_are_400_and_closed(rules: Rules, data: bytes) -> None:
+    transport, answers = exchange(create_app(rules), data)
+    assert [(status, headers.get("connection")) for status, headers, _ in answers] == [(400, "close")]
+    assert transport.closed
+
+
+def test_an_upgrade_is_answered_as_plain_http_and_closed(rules: Rules) -> None:
+    data = b"GET /healthz HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nrest"
+    transport, answers = exchange(create_app(rules), data)
+    assert [(status, headers.get("connection")) for status, headers, _ in answers] == [(200, "close")]
+    assert transport.closed
+
+
+def test_over_the_body_limit_is_413_before_the_body_is_read(rules: Rules) -> None:
+    app = create_app(rules)
+    head = b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 3145729\r\n\r\n"
+    transport, answers = exchange(app, head + b"{")
+    assert [status for status, _, _ in answers] == [413]
+    assert transport.closed
+
+
+def test_a_streamed_body_over_the_limit_is_413(rules: Rules) -> None:
+    head = b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    block = b"a" * 65536
+    chunks = b"%x\r\n%s\r\n" % (len(block), block) * 49  # 3.06 MiB, over 3 MiB
+    transport, answers = exchange(create_app(rules), head + chunks)
+    assert [status for status, _, _ in answers] == [413]
+    assert transport.closed
+
+
+def test_over_the_connection_limit_admissions_are_503_and_health_is_200(rules: Rules) -> None:
+    _, answers = exchange(create_app(rules), request(b"{}"), max_connections=0)
+    assert [(status, headers.get("connection")) for status, headers, _ in answers] == [(503, "close")]
+    _, answers = exchange(create_app(rules), b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", max_connections=0)
+    assert [status for status, _, _ in answers] == [200]
+
+
+def test_other_paths_go_to_the_fastapi_app(rules: Rules) -> None:
+    app = create_app(rules)
+    _, answers = exchange(app, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\nGET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert [status for status, _, _ in answers] == [200, 404]  # pipelined behind an answer that awaits: in order
+    assert json.loads(answers[0][2])["status"] == "ok"
