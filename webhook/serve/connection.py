@@ -22,6 +22,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
@@ -49,6 +50,10 @@ KEEPALIVE_TIMEOUT: Final = 30.0
 MAX_HEADER_BYTES: Final = 16 * 1024
 """Request line and headers together; the API server sends a few hundred bytes."""
 MAX_HEADERS: Final = 64
+RESOLUTION: Final = 0.05
+"""Seconds between checks of the connections' bounds: how late a bound may be enforced. The body's deadline is 90%
+of the API server's timeout (at least 1 s), so a 408 still comes before the API server gives up."""
+_NOT_IN_TIME: Final = (408, "request not received in time")
 MAX_PIPELINED: Final = 16
 """Requests queued behind the one being answered (the API server never pipelines; a client that does is served in
 order, up to this many at a time)."""
@@ -110,6 +115,29 @@ class Registry:
         """Set while the server stops: every answer closes its connection."""
         self.shed = 0
         """Connections refused for being over the limit."""
+        self._sweeping: asyncio.AbstractEventLoop | None = None
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Sweep the connections' bounds every :data:`RESOLUTION` seconds while any is open."""
+        if self._sweeping is not loop:
+            self._sweeping = loop
+            loop.call_later(RESOLUTION, self.sweep, loop)
+
+    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Act on every bound that ran out; come back while connections are open.
+
+        One sweep for all connections instead of a timer per request: arming and cancelling three event-loop timers
+        per request cost more than the request's HTTP handling (hack/bench).
+        """
+        now = loop.time()
+        for connection in [connection for connection in self.open if connection.expires <= now]:
+            connection.expired()
+        if self._sweeping is not loop:
+            return
+        if self.open:
+            loop.call_later(RESOLUTION, self.sweep, loop)
+        else:
+            self._sweeping = None
 
     def admit(self, connection: Connection) -> bool:
         """Take ``connection`` in; when full, make room by closing the longest-waiting one, else refuse it.
@@ -151,7 +179,9 @@ class Connection(asyncio.Protocol):
         self.admitted = False
         self.idle = False
         """Between requests (no byte of the next one yet): what may be closed at once to make room or to stop."""
-        self._timer: asyncio.TimerHandle | None = None
+        self.expires = math.inf
+        """Loop time at which the connection's current bound runs out (checked by :meth:`Registry.sweep`)."""
+        self._expiry = _NOT_IN_TIME
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
@@ -181,6 +211,7 @@ class Connection(asyncio.Protocol):
         """Count the connection in; over the limit it is still read, but its requests are answered 503."""
         self.transport = cast("asyncio.Transport", transport)  # uvloop's TLS transport is one, not a subclass
         self.registry.open.add(self)
+        self.registry.watch(self.loop)
         self.admitted = self.registry.admit(self)
         self._arm(self.limits.header_timeout)
 
@@ -477,23 +508,23 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
         self.registry.remove(self)
 
-    # timers: one at a time per connection
+    # bounds: one at a time per connection, a time and what to answer; the registry's sweep enforces them
 
     def _arm(self, seconds: float) -> None:
-        self._arm_at(self.loop.time() + seconds, 408, "request not received in time")
+        self.expires = self.loop.time() + seconds
+        self._expiry = _NOT_IN_TIME
 
     def _arm_at(self, when: float, status: int, message: str) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_at(when, self._expired, status, message)
+        self.expires = when
+        self._expiry = (status, message)
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.expires = math.inf
 
-    def _expired(self, status: int, message: str) -> None:
-        self._timer = None
+    def expired(self) -> None:
+        """The current bound ran out: close, or answer the request in progress (408) and close."""
+        self.expires = math.inf
+        status, message = self._expiry
         if self._closed:
             return
         if self.idle or not self._started or self._in_head:
