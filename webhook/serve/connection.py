@@ -31,6 +31,7 @@ import httptools
 import orjson
 
 from webhook.exceptions import AdmissionError
+from webhook.serve.allocator import TRIM_AFTER_CLOSED, TRIM_INTERVAL, release_free_memory
 from webhook.serve.app import ADMISSION_PATHS, DEADLINE_MARGIN, check_request, deadline_seconds
 
 if TYPE_CHECKING:
@@ -116,6 +117,11 @@ class Registry:
         self.shed = 0
         """Connections refused for being over the limit."""
         self._sweeping: asyncio.AbstractEventLoop | None = None
+        self.closed_since_trim = 0
+        """Connections lost since memory was last given back (see ``webhook.serve.allocator``)."""
+        self._trimmed_at = -math.inf
+        self.closed_total = 0
+        """Connections lost since the start: trims begin once it reaches :data:`TRIM_AFTER_CLOSED`."""
 
     def watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Sweep the connections' bounds every :data:`RESOLUTION` seconds while any is open."""
@@ -132,9 +138,14 @@ class Registry:
         now = loop.time()
         for connection in [connection for connection in self.open if connection.expires <= now]:
             connection.expired()
+        many = self.closed_since_trim >= TRIM_AFTER_CLOSED or (self.closed_since_trim and not self.open)
+        if many and now - self._trimmed_at >= TRIM_INTERVAL and self.closed_total >= TRIM_AFTER_CLOSED:
+            self.closed_since_trim = 0
+            self._trimmed_at = now
+            release_free_memory()
         if self._sweeping is not loop:
             return
-        if self.open:
+        if self.open or self.closed_since_trim:
             loop.call_later(RESOLUTION, self.sweep, loop)
         else:
             self._sweeping = None
@@ -221,6 +232,8 @@ class Connection(asyncio.Protocol):
         self._disarm()
         self.registry.remove(self)
         self.registry.open.discard(self)
+        self.registry.closed_since_trim += 1
+        self.registry.closed_total += 1
         if self.task is not None and not self.task.done():
             self.task.cancel()
 
