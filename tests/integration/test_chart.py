@@ -594,12 +594,18 @@ def test_optional_objects() -> None:
     policy = one(manifests, "NetworkPolicy")["spec"]
     assert policy["podSelector"] == {"matchLabels": selector}
     assert policy["policyTypes"] == ["Ingress"]
-    (ingress,) = policy["ingress"]
-    assert ingress["ports"] == [{"port": 8443, "protocol": "TCP"}]
+    ingress, scrapers = policy["ingress"]
+    assert ingress["ports"] == scrapers["ports"] == [{"port": 8443, "protocol": "TCP"}]
     test_pod_labels = one(manifests, "Pod")["metadata"]["labels"]
     assert ingress["from"][:2] == [{"ipBlock": {"cidr": "10.0.0.0/19"}}, {"ipBlock": {"cidr": "10.0.32.0/19"}}]
     (test_pod_peer,) = ingress["from"][2:]
     assert test_pod_peer["podSelector"]["matchLabels"].items() <= test_pod_labels.items(), "helm test gets through"
+    assert scrapers["from"] == [  # one peer: both selectors must match (a Prometheus pod in the monitoring namespace)
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ]
 
     monitor = one(manifests, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
@@ -611,6 +617,41 @@ def test_optional_objects() -> None:
         "ca": {"secret": {"name": f"{RELEASE}-tls", "key": "ca.crt"}},
     }
     assert endpoint["port"] in {port["name"] for port in one(manifests, "Service")["spec"]["ports"]}
+
+
+def test_an_enabled_network_policy_without_sources_is_refused() -> None:
+    result = template("--set", f"registry={REGISTRY}", "--set", "networkPolicy.enabled=true")
+    assert result.returncode != 0
+    assert "networkPolicy.from is empty" in result.stderr
+    assert "aws eks describe-cluster" in result.stderr  # how to find the addresses
+
+
+def test_every_rule_of_the_network_policy_names_its_sources_unless_told_otherwise() -> None:
+    cidr = ("--set", "networkPolicy.from[0].ipBlock.cidr=10.0.0.0/19")
+    for extra in ((), ("--set", "networkPolicy.metrics.namespaceSelector.matchLabels.team=monitoring")):
+        manifests = render("--set", f"registry={REGISTRY}", "--set", "networkPolicy.enabled=true", *cidr, *extra)
+        rules = one(manifests, "NetworkPolicy")["spec"]["ingress"]
+        assert len(rules) == 1 + len(extra) // 2
+        assert all(rule["from"] and all(peer for peer in rule["from"]) for rule in rules), "no rule admits any source"
+    scraper = rules[-1]["from"]
+    assert scraper == [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}]
+
+    manifests = render(
+        *("--set", f"registry={REGISTRY}", "--set", "networkPolicy.enabled=true"),
+        *("--set", "networkPolicy.allowAllSources=true"),
+    )
+    (rule,) = one(manifests, "NetworkPolicy")["spec"]["ingress"]
+    assert "from" not in rule, "allowAllSources: the webhook port from anywhere, said explicitly"
+    assert rule["ports"] == [{"port": 8443, "protocol": "TCP"}]
+
+
+def test_an_empty_network_policy_peer_is_rejected_by_the_schema() -> None:
+    result = template(
+        *("--set", f"registry={REGISTRY}", "--set", "networkPolicy.enabled=true"),
+        *("--set-json", "networkPolicy.from=[{}]"),
+    )
+    assert result.returncode != 0
+    assert "networkPolicy" in result.stderr
 
 
 def test_service_monitor_can_skip_verification() -> None:
