@@ -110,9 +110,12 @@ def floor_app(*, parse: bool = False) -> Asgi:
 
 @dataclass(frozen=True)
 class Stack:
-    """The event loop, the same for every server (``serve --event-loop``)."""
+    """The event loop, the same for every server (``serve --event-loop``); ``before``: an older source tree."""
 
     loop: EventLoop = "auto"
+    before: Path | None = None
+    """A checkout of an earlier version (``git archive REF | tar -x -C DIR``), run as server ``before`` with this
+    venv: the before/after figures of one run."""
 
 
 CONSTANT = json.dumps(
@@ -316,7 +319,7 @@ def realistic_pod() -> dict[str, Any]:
     for index, container in enumerate(pod["spec"]["containers"]):
         container.update(
             {
-                "env": [{"name": f"SETTING_{n}", "value": f"value-{index}-{n}"} for n in range(8)]
+                "env": [{"name": f"SETTING_{n}", "value": f"value-{index}-{n}"} for n in range(4)]
                 + [{"name": "POD_IP", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}}}],
                 "ports": [{"name": "http", "containerPort": 8080 + index, "protocol": "TCP"}],
                 "livenessProbe": {
@@ -413,9 +416,11 @@ def server_argv(name: str, port: int, files: CertificateFiles, stack: Stack) -> 
         floor = [sys.executable, __file__, "--floor", str(port), str(files.cert), str(files.key)]
         kind = {"floor": [], "parse": ["--floor-parses"], "bare": ["--floor-bare"]}[name]
         return [*floor, *kind, "--event-loop", stack.loop], "/healthz"
-    executable = str(Path(sys.executable).parent / "ecr-ptc-webhook")
+    executable = [str(Path(sys.executable).parent / "ecr-ptc-webhook")]
+    if name == "before":
+        executable = [sys.executable, "-c", "import sys; from webhook.cli import main; sys.exit(main())"]
     return [
-        executable,
+        *executable,
         "serve",
         "--config",
         str(CONFIG),
@@ -437,7 +442,8 @@ def running(name: str, files: CertificateFiles, stack: Stack) -> Iterator[tuple[
     """Start ``name``, wait until it answers, yield (port, pid); SIGTERM it afterwards."""
     port = free_port()
     argv, ready_path = server_argv(name, port, files, stack)
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    before = stack.before if name == "before" else None  # run from there: `-c` puts the working directory first
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=before)
     try:
         wait_ready(port, files.ca, ready_path)
         yield port, process.pid
@@ -485,8 +491,11 @@ def main() -> int:
     parser.add_argument("--floor", nargs=3, metavar=("PORT", "CERT", "KEY"), help=argparse.SUPPRESS)
     parser.add_argument("--floor-parses", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor-bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--before", type=Path, metavar="DIR", help="also run the webhook of this source tree (git archive REF | tar -x)"
+    )
     args = parser.parse_args()
-    stack = Stack(args.event_loop)
+    stack = Stack(args.event_loop, args.before.resolve() if args.before else None)
     if args.floor:
         port, cert, key = int(args.floor[0]), Path(args.floor[1]), Path(args.floor[2])
         if args.floor_bare:
@@ -532,7 +541,8 @@ def compare(files: CertificateFiles, stack: Stack, bodies: dict[str, Path], load
         f"{'server':8} {'case':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'errors':>7} "
         f"{'CPU us/req':>10}"
     )
-    for name in ("floor", "parse", "bare", "webhook"):
+    names = ("floor", "parse", "bare", *(("before",) if stack.before else ()), "webhook")
+    for name in names:
         with running(name, files, stack) as (port, pid):
             for case, body in bodies.items():
                 run_wrk(port, "/mutate", body, Load(load.script, 2, load.connections))  # warm-up
@@ -544,10 +554,23 @@ def compare(files: CertificateFiles, stack: Stack, bodies: dict[str, Path], load
                     f"{result.p999:>9.2f} {result.errors:>7} {cpu[name, case]:>10.1f}",
                     flush=True,
                 )
-            if name in {"floor", "webhook"}:
+            if name in {"floor", "before", "webhook"}:
                 for case in (ten, REALISTIC):
                     hey = run_hey(port, "/mutate", bodies[case], load.duration, rate)
                     fixed[f"{name}: {rate} req/s fixed rate, {case}"] = (*hey, peak_rss_mib(pid))
+    summarise(results, cpu, fixed, tuple(bodies), stack)
+
+
+def summarise(
+    results: dict[tuple[str, str], Result],
+    cpu: dict[tuple[str, str], float],
+    fixed: dict[str, tuple[float, float, int, float]],
+    cases: tuple[str, ...],
+    stack: Stack,
+) -> None:
+    """The fixed-rate lines, CPU per admission, then the ratios: the two 10-container ones last."""
+    ten = case_name(10)
+    bodies = cases
     for label, (p50, p99, errors, peak) in fixed.items():
         print(f"{label}: p50 {p50:.2f} ms, p99 {p99:.2f} ms, errors {errors}; peak RSS {peak:.0f} MiB")
     for case in bodies:
@@ -559,6 +582,10 @@ def compare(files: CertificateFiles, stack: Stack, bodies: dict[str, Path], load
             f"CPU per admission ({case}): webhook {cpu['webhook', case]:.1f} us, bare protocol "
             f"{cpu['bare', case]:.1f} us (the stack's floor), {extra:.1f} us ours"
         )
+    if stack.before:
+        for case in bodies:
+            ratio = results["before", case].rps / results["floor", case].rps
+            print(f"throughput ratio before/floor ({case}): {ratio:.2f}")
     for case in (*(case for case in bodies if case not in {ten, REALISTIC}), ten, REALISTIC):
         ratio = results["webhook", case].rps / results["floor", case].rps
         print(f"throughput ratio webhook/floor ({case}): {ratio:.2f}")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from reviews import make_pod, make_review
 
 from webhook.core.admission import Mode, parse_review, review
-from webhook.core.patch import ANNOTATIONS_LIMIT, ORIGINAL_IMAGES_ANNOTATION, plan_pod
+from webhook.core.patch import ANNOTATIONS_LIMIT, ORIGINAL_IMAGES_ANNOTATION, RECORD_POINTER, plan_pod
 from webhook.core.review_cache import ReviewCache
 
 if TYPE_CHECKING:
@@ -50,6 +50,11 @@ def test_a_pod_near_the_limit_is_rewritten_without_the_record(rules: Rules) -> N
     assert ORIGINAL_IMAGES_ANNOTATION not in result["metadata"]["annotations"]
     assert annotation_bytes(result) == 262_134
     assert all(not op["path"].startswith("/metadata") for op in ops)
+
+
+def test_the_record_pointer_is_where_the_record_is_written(rules: Rules) -> None:
+    _, ops = patched(make_pod(QUAY, annotations={"a": "b"}), rules)
+    assert ops[-1]["path"] == RECORD_POINTER == "/metadata/annotations/ecr-ptc-webhook~1original-images"
 
 
 def test_a_record_too_large_on_its_own_is_left_out(rules: Rules) -> None:

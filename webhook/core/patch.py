@@ -280,14 +280,14 @@ def _annotation_ops(metadata: object, originals: dict[str, str]) -> list[PatchOp
     record = _dump({**_load_originals(annotations.get(ORIGINAL_IMAGES_ANNOTATION)), **originals})
     if not record_fits(annotations, record):
         return []
-    return [{"op": "add", "path": RECORD_POINTER, "value": record}]
+    return [{"op": "add", "path": f"/metadata/annotations/{_escape(ORIGINAL_IMAGES_ANNOTATION)}", "value": record}]
 
 
 ANNOTATIONS_LIMIT: Final = 256 * 1024
 """Kubernetes' ``TotalAnnotationSizeLimitB``: the sum of key and value lengths (UTF-8 bytes) of a pod's
 annotations, checked after every mutating webhook."""
 RECORD_POINTER: Final = "/metadata/annotations/ecr-ptc-webhook~1original-images"
-"""Where the record is written when the pod already has annotations."""
+"""Where the record is written when the pod already has annotations (what ``_escape`` makes of the key)."""
 
 
 def record_fits(annotations: object, record: str) -> bool:
