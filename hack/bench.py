@@ -419,11 +419,13 @@ def server_argv(name: str, port: int, files: CertificateFiles, stack: Stack) -> 
     executable = [str(Path(sys.executable).parent / "ecr-ptc-webhook")]
     if name == "before":
         executable = [sys.executable, "-c", "import sys; from webhook.cli import main; sys.exit(main())"]
+    # An older tree reads its own example config: a newer one may hold keys it does not know.
+    config = stack.before / "examples" / "config.yaml" if name == "before" and stack.before else CONFIG
     return [
         *executable,
         "serve",
         "--config",
-        str(CONFIG),
+        str(config),
         "--host",
         "127.0.0.1",
         "--port",
