@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Final
 
-from webhook.core.registries import DOCKER_HUB_DOMAIN, DOCKER_HUB_OFFICIAL_NAMESPACE, LOCALHOST, TIER_BY_HOST
+from webhook.core.registries import DOCKER_HUB_DOMAIN, LOCALHOST, TIER_BY_HOST
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -49,14 +49,10 @@ def repository_of(reference: ImageReference, tier_by_host: Mapping[str, Tier] = 
     its standard one) and the path, with ``library/`` for Docker Hub's one-component names. ``tier_by_host`` is the
     config's (user-defined tiers included).
     """
-    host = reference.host
-    tier = tier_by_host.get(host)
+    tier = tier_by_host.get(reference.host)
     if tier is None:
-        return f"{host}/{reference.path}"
-    path = reference.path
-    if tier.official_namespace is not None and "/" not in path:
-        path = f"{tier.official_namespace}/{path}"
-    return f"{tier.canonical_host}/{path}"
+        return f"{reference.host}/{reference.path}"
+    return f"{tier.canonical_host}/{tier.repository_path(reference.path)}"
 
 
 def normalise(pattern: str, tier_by_host: Mapping[str, Tier] = TIER_BY_HOST) -> str:
@@ -70,24 +66,14 @@ def normalise(pattern: str, tier_by_host: Mapping[str, Tier] = TIER_BY_HOST) -> 
     if _GLOB_CHARACTERS & set(first) or first == "**":
         return pattern
     if not slash or ("." not in first and ":" not in first and first != LOCALHOST):
-        # A Docker Hub path, as the reference grammar reads a name without a host.
-        path = (
-            pattern
-            if "/" in pattern or _GLOB_CHARACTERS & set(pattern)
-            else f"{DOCKER_HUB_OFFICIAL_NAMESPACE}/{pattern}"
-        )
-        return f"{DOCKER_HUB_DOMAIN}/{path}"
-    host = first.lower()
+        host, rest = DOCKER_HUB_DOMAIN, pattern  # a Docker Hub path, as the grammar reads a name without a host
+    else:
+        host = first.lower()
     tier = tier_by_host.get(host)
     if tier is not None:
         host = tier.canonical_host
-        if (
-            tier.official_namespace is not None
-            and "/" not in rest
-            and not _GLOB_CHARACTERS & set(rest)
-            and rest != "**"
-        ):
-            rest = f"{tier.official_namespace}/{rest}"
+        if not _GLOB_CHARACTERS & set(rest):  # a glob may stand for `library/...` itself
+            rest = tier.repository_path(rest)
     return f"{host}/{rest}"
 
 

@@ -47,6 +47,12 @@ class Tier:
         """The host that names this tier's images in patterns and reports (`docker.io` for all of Docker Hub's)."""
         return self.hosts[0]
 
+    def repository_path(self, path: str) -> str:
+        """``path`` as the tier names it: Docker Hub's one-component names are ``library/...``."""
+        if self.official_namespace is not None and "/" not in path:
+            return f"{self.official_namespace}/{path}"
+        return path
+
     @property
     def credential_kind(self) -> CredentialKind:
         """What ECR needs to reach this tier's upstream."""

@@ -128,11 +128,8 @@ class Rules:
         skipped = self._skip_reason_for_tier(tier, prefix, reference, pull_secrets=pull_secrets)
         if skipped is not None or prefix is None:
             return skip(image, skipped or Reason.TIER_DISABLED, tier.name)
-        path = reference.path
-        if tier.official_namespace is not None and "/" not in path:
-            # `registry-1.docker.io/nginx` is not normalised by the grammar; Docker Hub means `library/nginx`.
-            path = f"{tier.official_namespace}/{path}"
-        repository = f"{prefix}/{path}"
+        # `registry-1.docker.io/nginx` is not normalised by the grammar; Docker Hub means `library/nginx`.
+        repository = f"{prefix}/{tier.repository_path(reference.path)}"
         result = f"{self.config.registry}/{repository}{reference.suffix}"
         if len(repository) > ECR_REPOSITORY_NAME_MAX or not _points_at(result, self.config.registry):
             return skip(image, Reason.NAME_TOO_LONG, tier.name)
