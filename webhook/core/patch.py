@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 ANNOTATION_PREFIX: Final = "ecr-ptc-webhook/"
 ORIGINAL_IMAGES_ANNOTATION: Final = "ecr-ptc-webhook/original-images"
 """JSON map of container name (``volumes/<name>`` for image volumes) -> the image before the rewrite."""
+RECORD_POINTER: Final = "/metadata/annotations/" + ORIGINAL_IMAGES_ANNOTATION.replace("~", "~0").replace("/", "~1")
+"""Where the record is written when the pod already has annotations: the key escaped as RFC 6901 says (``~`` first,
+then ``/``)."""
 OPT_OUT_ANNOTATION: Final = "ecr-ptc-webhook/rewrite"
 OPT_OUT_VALUE: Final = "disabled"
 """``ecr-ptc-webhook/rewrite: disabled`` on a pod leaves all its images alone."""
@@ -266,28 +269,24 @@ def _annotation_ops(metadata: object, originals: dict[str, str]) -> list[PatchOp
     None when the record would push the pod's annotations over :data:`ANNOTATIONS_LIMIT`: the API server would
     reject the pod, and the record is only a record (the rewrites stand without it; the decision log says so).
     """
-    if not is_json_object(metadata):
-        record = _dump(originals)
-        if not record_fits(None, record):
-            return []
-        return [{"op": "add", "path": "/metadata", "value": {"annotations": {ORIGINAL_IMAGES_ANNOTATION: record}}}]
-    annotations = metadata.get("annotations")
-    if not is_json_object(annotations):
-        record = _dump(originals)
-        if not record_fits(None, record):
-            return []
-        return [{"op": "add", "path": "/metadata/annotations", "value": {ORIGINAL_IMAGES_ANNOTATION: record}}]
-    record = _dump({**_load_originals(annotations.get(ORIGINAL_IMAGES_ANNOTATION)), **originals})
+    annotations = metadata.get("annotations") if is_json_object(metadata) else None
+    if is_json_object(annotations):
+        originals = {**_load_originals(annotations.get(ORIGINAL_IMAGES_ANNOTATION)), **originals}
+    else:
+        annotations = None
+    record = _dump(originals)
     if not record_fits(annotations, record):
         return []
-    return [{"op": "add", "path": f"/metadata/annotations/{_escape(ORIGINAL_IMAGES_ANNOTATION)}", "value": record}]
+    if annotations is not None:
+        return [{"op": "add", "path": RECORD_POINTER, "value": record}]
+    if is_json_object(metadata):
+        return [{"op": "add", "path": "/metadata/annotations", "value": {ORIGINAL_IMAGES_ANNOTATION: record}}]
+    return [{"op": "add", "path": "/metadata", "value": {"annotations": {ORIGINAL_IMAGES_ANNOTATION: record}}}]
 
 
 ANNOTATIONS_LIMIT: Final = 256 * 1024
 """Kubernetes' ``TotalAnnotationSizeLimitB``: the sum of key and value lengths (UTF-8 bytes) of a pod's
 annotations, checked after every mutating webhook."""
-RECORD_POINTER: Final = "/metadata/annotations/ecr-ptc-webhook~1original-images"
-"""Where the record is written when the pod already has annotations (what ``_escape`` makes of the key)."""
 
 
 def record_fits(annotations: object, record: str) -> bool:
@@ -329,8 +328,3 @@ def _load_originals(raw: object) -> dict[str, str]:
 
 def _dump(originals: Mapping[str, str]) -> str:
     return orjson.dumps(dict(originals), option=orjson.OPT_SORT_KEYS).decode()
-
-
-def _escape(token: str) -> str:
-    """Escape one JSON pointer reference token (RFC 6901): ``~`` first, then ``/``."""
-    return token.replace("~", "~0").replace("/", "~1")
