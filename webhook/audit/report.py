@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Final, Literal
 
+from webhook.audit.service_accounts import brief
 from webhook.core.patch import decide_slots, has_pull_secrets, is_json_object, is_opted_out
 from webhook.core.reasons import CHANGED_BY, POLICY_KEYS, Reason
 from webhook.core.reference import parse
@@ -309,10 +310,9 @@ def format_table(report: Report, tiers: Mapping[str, Tier] = TIERS_BY_NAME) -> s
         )
     if report.unknown_service_accounts:
         pods = sum(report.unknown_service_accounts.values())
-        names = ", ".join(sorted(report.unknown_service_accounts)[:5])
-        more = " and others" if len(report.unknown_service_accounts) > 5 else ""
+        names = brief(report.unknown_service_accounts)
         lines.append(
-            f"{pods} pod specs run as ServiceAccounts not in the input ({names}{more}): decided as if they had no "
+            f"{pods} pod specs run as ServiceAccounts not in the input ({names}): decided as if they had no "
             "imagePullSecrets; add the ServiceAccounts to the input, or use audit --cluster."
         )
     for group in report.sorted_groups():

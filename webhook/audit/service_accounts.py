@@ -13,7 +13,7 @@ from webhook.core.patch import has_pull_secrets, is_json_object
 from webhook.core.workloads import LIST_SUFFIX
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
     from webhook.core.workloads import Workload
 
@@ -74,3 +74,14 @@ def account_of(workload: Workload) -> str:
         if isinstance(name, str) and name:
             return name
     return DEFAULT_ACCOUNT
+
+
+def account_label(workload: Workload) -> str:
+    """``namespace/name`` of the account a workload's pods run as (``-`` for a workload without a namespace)."""
+    return f"{workload.namespace or '-'}/{account_of(workload)}"
+
+
+def brief(labels: Iterable[str], most: int = 5) -> str:
+    """The first ``most`` labels in order, then ``and others`` if there are more: for one line of a report."""
+    ordered = sorted(labels)
+    return ", ".join(ordered[:most]) + (" and others" if len(ordered) > most else "")

@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Final
 
 from webhook.audit.manifests import manifest_files, open_manifests
 from webhook.audit.report import CHART_EXCLUDED_NAMESPACES, FIELDS, Report, format_table, not_sent_reason, occurrences
-from webhook.audit.service_accounts import ServiceAccounts, account_of, service_accounts_in
+from webhook.audit.service_accounts import ServiceAccounts, account_label, service_accounts_in
 from webhook.cli._options import add_config_arguments, config_from_args
 from webhook.core.rules import Rules
 from webhook.core.workloads import workloads
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         for workload, source, not_sent in pending:
             secrets = accounts.pull_secrets(workload)
             if secrets is None:
-                report.unknown_service_accounts[f"{workload.namespace or '-'}/{account_of(workload)}"] += 1
+                report.unknown_service_accounts[account_label(workload)] += 1
             decide(workload, source, not_sent, secrets=secrets)
         if args.output == "table":
             sys.stdout.write(format_table(report, config.known_tiers))

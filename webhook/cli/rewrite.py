@@ -20,7 +20,7 @@ from webhook.audit.manifests import (
     rewrite_text,
     write_atomic,
 )
-from webhook.audit.service_accounts import ServiceAccounts, account_of, service_accounts_in
+from webhook.audit.service_accounts import ServiceAccounts, account_label, brief, service_accounts_in
 from webhook.cli._options import add_config_arguments, config_from_args
 from webhook.core.rules import Rules
 
@@ -99,10 +99,9 @@ def run(args: argparse.Namespace) -> int:
                 mode = file.path.stat().st_mode & 0o7777 if file.path is not None else None
                 write_atomic(target, result.text, mode)
     if unknown:
-        names = ", ".join(sorted(unknown)[:5]) + (" and others" if len(unknown) > 5 else "")
         sys.stderr.write(
-            f"ecr-ptc-webhook rewrite: ServiceAccounts not in the input ({names}): their pods were rewritten as if "
-            "they had no imagePullSecrets (pullSecrets: keep); add the ServiceAccounts to the input\n"
+            f"ecr-ptc-webhook rewrite: ServiceAccounts not in the input ({brief(unknown)}): their pods were rewritten "
+            "as if they had no imagePullSecrets (pullSecrets: keep); add the ServiceAccounts to the input\n"
         )
     edits = sum(len(result.edits) for result in changed)
     verb = "would rewrite" if args.check else "rewrote"
@@ -125,7 +124,7 @@ def _pull_secrets(texts: list[tuple[ManifestFile, str]], rules: Rules, unknown: 
     def pull_secrets(workload: Workload) -> bool:
         secrets = accounts.pull_secrets(workload)
         if secrets is None and rules.reads_pull_secrets:
-            unknown.add(f"{workload.namespace or '-'}/{account_of(workload)}")
+            unknown.add(account_label(workload))
         return bool(secrets)
 
     return pull_secrets
