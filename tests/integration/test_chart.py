@@ -296,7 +296,7 @@ def test_failure_policy_fail_needs_more_than_one_replica() -> None:
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=CI_IDS)
 def test_config_map_is_the_webhook_config_from_the_top_level_values(values: Path) -> None:
-    config = yaml.safe_load(one(render_ci(values.name), "ConfigMap")["data"]["config.yaml"])
+    config = yaml.safe_load(one(render_ci(values.name), "ConfigMap", RELEASE)["data"]["config.yaml"])
     chosen = chart_values(values.name)
     keys = (
         "registry",
@@ -524,7 +524,7 @@ def test_pods_serve_the_rendered_config_and_the_mounted_certificate(values: Path
     (container,) = pod["containers"]
     assert container["args"] == SERVE_ARGS
     assert container["ports"] == [{"name": "https", "containerPort": 8443, "protocol": "TCP"}]
-    config_map = one(manifests, "ConfigMap")["metadata"]["name"]
+    config_map = one(manifests, "ConfigMap", RELEASE)["metadata"]["name"]  # not the dashboard's
     assert mounted_source(pod, "/etc/ecr-ptc-webhook/config.yaml") == ("configMap", config_map, "config.yaml")
     if chart_values(values.name)["certificates"]["mode"] == "existingSecret":
         secret = chart_values(values.name)["certificates"]["existingSecret"]["name"]

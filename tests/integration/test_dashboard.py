@@ -1,8 +1,8 @@
 """The Grafana dashboard the chart ships (hack/dashboard.py writes it).
 
-What a user importing it relies on: a dashboard Grafana loads (valid JSON, unique panel ids, a grid without overlaps,
-every query on the data source variable), whose every query names metrics and labels the running webhook really
-exports.
+What a user turning on `metrics.grafanaDashboard.enabled` relies on: a dashboard Grafana loads (valid JSON, unique
+panel ids, a grid without overlaps, every query on the data source variable), whose every query names metrics and
+labels the running webhook really exports, in a ConfigMap the sidecar finds, holding exactly the committed file.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from aws_sandbox import isolate_aws
 from cache.cache_support import FakeEcrApi, free_port
 from integration.server import WebhookProcess
 from prometheus_client.parser import text_string_to_metric_families
-from repository import REPO
+from repository import REPO, tool
 from reviews import make_pod, make_review
 
 from webhook.cache.registry_client import ENV_PASSWORD, ENV_USERNAME
@@ -30,7 +30,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-DASHBOARD: Final = REPO / "charts" / "ecr-ptc-webhook" / "dashboards" / "ecr-ptc-webhook.json"
+CHART: Final = REPO / "charts" / "ecr-ptc-webhook"
+DASHBOARD: Final = CHART / "dashboards" / "ecr-ptc-webhook.json"
+RELEASE: Final = "ecr-ptc-webhook"
+NAMESPACE: Final = "ecr-ptc-webhook"
+REGISTRY: Final = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 DATASOURCE: Final = {"type": "prometheus", "uid": "${datasource}"}
 GRAFANA_VARIABLES: Final = {"__rate_interval", "__range", "__interval"}
 TARGET_LABELS: Final = {"namespace", "job", "pod", "instance"}
@@ -282,3 +286,78 @@ def test_every_query_names_metrics_and_labels_the_running_webhook_exports(
     created = {f"{family}_created" for family in by_family}
     hidden = {family for family, samples in by_family.items() if not used & set(samples) and family not in created}
     assert hidden == set(NOT_ON_DASHBOARD)
+
+
+# --- the chart ---------------------------------------------------------------------------------------------------
+
+
+def render(*args: str, namespace: str = NAMESPACE) -> list[Json]:
+    result = subprocess.run(
+        [tool("helm"), "template", RELEASE, str(CHART), "--namespace", namespace, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return [document for document in yaml.safe_load_all(result.stdout) if document]
+
+
+def dashboard_config_maps(manifests: list[Json]) -> list[Json]:
+    return [m for m in manifests if m["kind"] == "ConfigMap" and "ecr-ptc-webhook.json" in m.get("data", {})]
+
+
+def test_no_dashboard_unless_enabled() -> None:
+    assert dashboard_config_maps(render("--set", f"registry={REGISTRY}")) == []
+    off = render("--set", f"registry={REGISTRY}", "--set", "metrics.grafanaDashboard.labels.team=platform")
+    assert dashboard_config_maps(off) == []
+
+
+def test_the_dashboard_config_map_is_found_by_the_sidecar_and_holds_the_file() -> None:
+    (config_map,) = dashboard_config_maps(render("--values", str(CHART / "ci" / "grafana-dashboard-values.yaml")))
+    metadata = config_map["metadata"]
+    assert metadata["name"] == f"{RELEASE}-dashboard"
+    assert metadata["namespace"] == "monitoring"
+    assert metadata["labels"]["grafana_dashboard"] == "1"  # the default, kept beside the extra label
+    assert metadata["labels"]["team"] == "platform"
+    assert metadata["labels"]["app.kubernetes.io/instance"] == RELEASE
+    assert metadata["annotations"] == {"grafana_folder": "Kubernetes"}
+    assert config_map["data"] == {"ecr-ptc-webhook.json": DASHBOARD.read_text(encoding="utf-8")}
+
+
+def test_the_dashboard_defaults_to_the_release_namespace_and_its_label_can_be_dropped() -> None:
+    args = ("--set", f"registry={REGISTRY}", "--set", "metrics.grafanaDashboard.enabled=true")
+    (config_map,) = dashboard_config_maps(render(*args, namespace="platform-tools"))
+    assert config_map["metadata"]["namespace"] == "platform-tools"
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert "annotations" not in config_map["metadata"]
+    relabel = ("--set", "metrics.grafanaDashboard.labels.grafana_dashboard=null")
+    extra = ("--set-string", "metrics.grafanaDashboard.labels.dashboards=ecr")
+    (relabelled,) = dashboard_config_maps(render(*args, *relabel, *extra))
+    assert "grafana_dashboard" not in relabelled["metadata"]["labels"]
+    assert relabelled["metadata"]["labels"]["dashboards"] == "ecr"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "metrics.grafanaDashboard.enabled=yes"], "'/metrics/grafanaDashboard/enabled': got string"),
+        # Kubernetes refuses a label value that is not a string: `grafana_dashboard: 1` must be quoted.
+        (
+            ["--set", "metrics.grafanaDashboard.labels.grafana_dashboard=1"],
+            "'/metrics/grafanaDashboard/labels/grafana_dashboard': got number",
+        ),
+        (["--set", "metrics.grafanaDashboard.namespace=Monitoring"], "'/metrics/grafanaDashboard/namespace'"),
+        (["--set", "metrics.grafanaDashboard.folder=Kubernetes"], "additional properties 'folder' not allowed"),
+    ],
+)
+def test_the_schema_rejects_bad_dashboard_values(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        [tool("helm"), "template", RELEASE, str(CHART), "--set", f"registry={REGISTRY}", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
