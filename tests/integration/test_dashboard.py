@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -323,6 +324,20 @@ def test_the_dashboard_config_map_is_found_by_the_sidecar_and_holds_the_file() -
     assert metadata["labels"]["app.kubernetes.io/instance"] == RELEASE
     assert metadata["annotations"] == {"grafana_folder": "Kubernetes"}
     assert config_map["data"] == {"ecr-ptc-webhook.json": DASHBOARD.read_text(encoding="utf-8")}
+    assert len(DASHBOARD.read_bytes()) < 512 * 1024  # well inside a ConfigMap's 1 MiB
+
+
+def test_a_chart_packaged_without_the_dashboard_file_fails_instead_of_shipping_an_empty_one(tmp_path: Path) -> None:
+    chart = tmp_path / "ecr-ptc-webhook"
+    shutil.copytree(CHART, chart)
+    (chart / "dashboards" / "ecr-ptc-webhook.json").unlink()
+    command = [tool("helm"), "template", RELEASE, str(chart), "--set", f"registry={REGISTRY}"]
+    enabled = subprocess.run(
+        [*command, "--set", "metrics.grafanaDashboard.enabled=true"], capture_output=True, text=True, check=False
+    )
+    assert enabled.returncode != 0
+    assert "dashboards/ecr-ptc-webhook.json is missing from the chart" in enabled.stderr
+    assert subprocess.run(command, capture_output=True, text=True, check=False).returncode == 0
 
 
 def test_the_dashboard_defaults_to_the_release_namespace_and_its_label_can_be_dropped() -> None:
