@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from reviews import make_pod, make_review
 
+from webhook.core.admission import Mode
 from webhook.serve.app import BODY_LIMIT, DEFAULT_DEADLINE, MAX_IMAGE_SLOTS, create_app, parse_timeout
 from webhook.serve.decision_log import DecisionLog
 from webhook.serve.metrics import Metrics
@@ -221,6 +222,8 @@ def test_a_failing_verifier_keeps_every_original_and_still_answers(rules: Rules,
     assert response.json()["response"] == {"uid": response.json()["response"]["uid"], "allowed": True}
     assert 'reason="verify-failed",tier="quay"' in text
     assert 'ecr_ptc_webhook_errors_total{kind="verify"} 1.0' in text
+    cause = "verify_deadline" if hang else "verify_failed"
+    assert metrics.registry.get_sample_value("ecr_ptc_webhook_failed_open_total", {"cause": cause}) == 1
     assert waited < 5  # bounded by the request's deadline, not by the hanging lookup's 30 s
 
 
@@ -269,6 +272,20 @@ def test_a_failure_past_parsing_admits_the_pod_unchanged(
     assert "patch" not in response.json()["response"]
     assert response.json()["response"]["warnings"] == ["ecr-ptc-webhook: internal error; pod admitted unchanged"]
     assert 'ecr_ptc_webhook_errors_total{kind="internal"} 1.0' in text
+    assert 'ecr_ptc_webhook_failed_open_total{cause="internal"} 1.0' in text
+
+
+def test_a_failure_inside_the_decision_core_is_counted_as_failing_open(
+    rules: Rules, metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> None:
+        raise ValueError("unexpected pod shape")
+
+    monkeypatch.setattr("webhook.core.admission._plan", broken)
+    with TestClient(create_app(rules, metrics=metrics)) as client:
+        response = client.post("/mutate", json=make_review(make_pod(QUAY)))
+    assert response.json()["response"]["warnings"] == ["ecr-ptc-webhook: internal error; pod admitted unchanged"]
+    assert metrics.registry.get_sample_value("ecr_ptc_webhook_failed_open_total", {"cause": "internal"}) == 1
 
 
 @pytest.mark.parametrize("stderr", [None, io.StringIO()], ids=["no-stderr", "stderr-without-buffer"])
@@ -286,7 +303,7 @@ def test_a_decision_log_that_cannot_write_does_not_fail_the_review(
     assert "decision log lines lost" in caplog.text
 
 
-def test_a_pod_with_too_many_images_is_admitted_unchanged_at_once(client: TestClient) -> None:
+def test_a_pod_with_too_many_images_is_admitted_unchanged_at_once(client: TestClient, metrics: Metrics) -> None:
     images = [f"quay.io/org/image-{index}:v1" for index in range(MAX_IMAGE_SLOTS + 1)]
     review = make_review(make_pod(*images))
     response = client.post("/mutate", json=review)
@@ -297,6 +314,7 @@ def test_a_pod_with_too_many_images_is_admitted_unchanged_at_once(client: TestCl
     assert f"over {MAX_IMAGE_SLOTS}" in answer["warnings"][0]
     at_limit = make_review(make_pod(*images[:MAX_IMAGE_SLOTS]))
     assert "patch" in client.post("/mutate", json=at_limit).json()["response"]
+    assert metrics.registry.get_sample_value("ecr_ptc_webhook_failed_open_total", {"cause": "too_large"}) == 1
 
 
 def test_decision_lines_say_when_the_record_was_left_out(
@@ -313,3 +331,17 @@ def test_decision_lines_say_when_the_record_was_left_out(
     lines = {line["uid"]: line for line in map(json.loads, capsysbinary.readouterr().err.splitlines())}
     assert lines[crowded["request"]["uid"]]["annotation"].startswith("left out")
     assert "annotation" not in lines[roomy["request"]["uid"]]
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408_and_counted_as_failing_open(rules: Rules, metrics: Metrics) -> None:
+    app = create_app(rules, metrics=metrics)
+    headers = [(b"content-type", b"application/json")]
+    scope = {"type": "http", "method": "POST", "path": "/mutate", "query_string": b"timeout=100ms", "headers": headers}
+
+    async def receive() -> dict[str, object]:
+        await asyncio.sleep(30)  # the API server stopped sending
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    status, body = asyncio.run(app.admit(scope, receive, Mode.MUTATE))
+    assert (status, json.loads(body)) == (408, {"error": "request body not received within the API server's timeout"})
+    assert metrics.registry.get_sample_value("ecr_ptc_webhook_failed_open_total", {"cause": "body_deadline"}) == 1

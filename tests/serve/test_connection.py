@@ -256,3 +256,25 @@ def test_other_paths_go_to_the_fastapi_app(rules: Rules) -> None:
     _, answers = exchange(app, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\nGET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
     assert [status for status, _, _ in answers] == [200, 404]  # pipelined behind an answer that awaits: in order
     assert json.loads(answers[0][2])["status"] == "ok"
+
+
+def test_a_body_past_the_api_servers_deadline_is_408_and_counted_as_failing_open(rules: Rules) -> None:
+    app = create_app(rules)
+
+    async def run() -> FakeTransport:
+        connection = Connection(app, Registry(8), Limits())
+        transport = FakeTransport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        head = b"POST /mutate?timeout=1s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 9\r\n"
+        connection.data_received(head + b"\r\n{")  # a body that stops short
+        assert connection.expires < asyncio.get_running_loop().time() + 1  # 90% of the API server's 1 s
+        connection.expired()  # what the registry's sweep does when that time comes
+        connection.connection_lost(None)
+        return transport
+
+    transport = asyncio.run(run())
+    assert [status for status, _, _ in parse_answers(b"".join(transport.writes))] == [408]
+    assert transport.closed
+    samples = app.metrics.registry.get_sample_value
+    assert samples("ecr_ptc_webhook_failed_open_total", {"cause": "body_deadline"}) == 1
+    assert samples("ecr_ptc_webhook_requests_total", {"path": "/mutate", "code": "408"}) == 1

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from webhook.core.reasons import Reason
 from webhook.core.review_cache import ReviewCache
-from webhook.serve.metrics import LATENCY_BUCKETS, Metrics
+from webhook.serve.metrics import FAIL_OPEN_CAUSES, LATENCY_BUCKETS, NOT_READY_REASONS, Metrics
 
 PATHS = st.sampled_from(["/mutate", "/audit"])
 SECONDS = st.one_of(
@@ -67,3 +67,42 @@ def test_review_cache_counts_are_read_at_scrape_time() -> None:
     assert "# TYPE ecr_ptc_webhook_review_cache_total counter" in text
     assert 'ecr_ptc_webhook_review_cache_total{result="hit"} 41.0' in text
     assert 'ecr_ptc_webhook_review_cache_total{result="miss"} 2.0' in text
+
+
+def test_every_fail_open_cause_is_exposed_from_the_start_and_counted() -> None:
+    metrics = Metrics()
+    for cause in FAIL_OPEN_CAUSES:
+        assert metrics.registry.get_sample_value("ecr_ptc_webhook_failed_open_total", {"cause": cause}) == 0
+    metrics.fail_open("verify_deadline")
+    metrics.fail_open("verify_deadline")
+    metrics.fail_open("internal")
+    assert metrics.registry.get_sample_value("ecr_ptc_webhook_failed_open_total", {"cause": "verify_deadline"}) == 2
+    assert metrics.registry.get_sample_value("ecr_ptc_webhook_failed_open_total", {"cause": "internal"}) == 1
+    assert metrics.registry.get_sample_value("ecr_ptc_webhook_failed_open_total", {"cause": "too_large"}) == 0
+
+
+def test_readiness_and_its_reasons_are_read_at_scrape_time() -> None:
+    metrics = Metrics()
+    reasons: list[str] = []
+    metrics.expose_readiness(lambda: reasons)
+
+    def scrape() -> tuple[float | None, dict[str, float | None]]:
+        registry = metrics.registry
+        why = {r: registry.get_sample_value("ecr_ptc_webhook_not_ready", {"reason": r}) for r in NOT_READY_REASONS}
+        return registry.get_sample_value("ecr_ptc_webhook_ready"), why
+
+    assert scrape() == (1, dict.fromkeys(NOT_READY_REASONS, 0))
+    reasons.extend(["no_certificate", "rules_not_read"])
+    assert scrape() == (0, {"no_certificate": 1, "certificate_expired": 0, "rules_not_read": 1, "shutting_down": 0})
+    text = generate_latest(metrics.registry).decode()
+    assert "# TYPE ecr_ptc_webhook_ready gauge" in text
+    assert "# TYPE ecr_ptc_webhook_not_ready gauge" in text
+
+
+def test_certificate_reload_failing_is_read_at_scrape_time() -> None:
+    metrics = Metrics()
+    failing = [False]
+    metrics.expose_certificate_reload_failing(lambda: failing[0])
+    assert metrics.registry.get_sample_value("ecr_ptc_webhook_certificate_reload_failing") == 0
+    failing[0] = True
+    assert metrics.registry.get_sample_value("ecr_ptc_webhook_certificate_reload_failing") == 1

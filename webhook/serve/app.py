@@ -147,6 +147,7 @@ class WebhookApp:
             status, body = error.status, _error(error.message)
         except TimeoutError:
             metrics.errors.labels("bad_request").inc()
+            metrics.fail_open("body_deadline")
             status, body = 408, _error("request body not received within the API server's timeout")
         metrics.observe_request(path, str(status), time.perf_counter() - started)
         return status, body
@@ -174,8 +175,12 @@ class WebhookApp:
         return 200, body
 
     def refuse(self, path: str, status: int, message: str, started: float) -> bytes:
-        """Count a request refused before deciding (4xx) and return its error body."""
+        """Count a request refused before deciding (4xx, or 500 for an error of ours) and return its error body."""
         self.metrics.errors.labels("bad_request").inc()
+        if status == 408:  # the body did not arrive within the API server's ?timeout=: its call fails
+            self.metrics.fail_open("body_deadline")
+        elif status >= 500:  # an error of ours in the connection layer
+            self.metrics.fail_open("internal")
         self.metrics.observe_request(path, str(status), time.perf_counter() - started)
         return _error(message)
 
@@ -225,11 +230,13 @@ class WebhookApp:
 
     def _failed_open(self, request: Review) -> bytes:
         self.metrics.errors.labels("internal").inc()
+        self.metrics.fail_open("internal")
         log.exception("review failed open", extra={"uid": request.uid})  # noqa: LOG004 - called from handlers only
         return orjson.dumps(failed_open(request, "ecr-ptc-webhook: internal error; pod admitted unchanged"))
 
     def _too_large(self, request: Review, slots: int) -> bytes:
         self.metrics.errors.labels("too_large").inc()
+        self.metrics.fail_open("too_large")
         log.warning("pod has too many images to plan; admitted unchanged", extra={"uid": request.uid, "images": slots})
         warning = f"ecr-ptc-webhook: {slots} containers and volumes, over {MAX_IMAGE_SLOTS}; pod admitted unchanged"
         return orjson.dumps(failed_open(request, warning))
@@ -247,6 +254,7 @@ class WebhookApp:
                 return await verifier.vetoes(candidates)
         except Exception as error:  # noqa: BLE001 - a broken check must fail open like everything else
             self.metrics.errors.labels("verify").inc()
+            self.metrics.fail_open("verify_deadline" if isinstance(error, TimeoutError) else "verify_failed")
             detail = "request deadline reached" if isinstance(error, TimeoutError) else f"{type(error).__name__}"
             log.warning("verify failed; keeping the original images", extra={"error": f"{detail}: {error}"})
             return dict.fromkeys((decision.image for decision in candidates), Reason.VERIFY_FAILED)
@@ -343,6 +351,7 @@ _SLOT_FIELDS: Final = ("containers", "initContainers", "ephemeralContainers", "v
 def _record(request: Review, outcome: Outcome, mode: Mode, metrics: Metrics, decisions: DecisionLog) -> None:
     if outcome.error is not None:
         metrics.errors.labels("internal").inc()
+        metrics.fail_open("internal")
         log.error("review failed open", extra={"uid": request.uid, "error": outcome.error})
     if outcome.plan is None:
         return

@@ -8,16 +8,27 @@ import itertools
 from typing import TYPE_CHECKING, Final, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from webhook import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Collection, Iterator, Mapping
 
 LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 """Admission latency is sub-millisecond when healthy; the API server's webhook timeout here is 3 s."""
+
+FAIL_OPEN_CAUSES: Final = ("internal", "too_large", "verify_failed", "verify_deadline", "body_deadline")
+"""Why an admission request left its pod's images as they were (``ecr_ptc_webhook_failed_open_total{cause}``):
+``internal`` an unexpected error while deciding (pod admitted unchanged); ``too_large`` over the review's image
+limit (admitted unchanged); ``verify_failed`` the verifier raised and ``verify_deadline`` it had not answered when the
+request's ``?timeout=`` budget ran out (the review's rewrites dropped); ``body_deadline`` the body did not arrive
+within that budget (answered 408: the API server's call fails, and ``failurePolicy: Ignore`` admits the pod as it
+is). Stable strings: alerts and runbooks name them."""
+NOT_READY_REASONS: Final = ("no_certificate", "certificate_expired", "rules_not_read", "shutting_down")
+"""Why a replica reports not ready (``ecr_ptc_webhook_not_ready{reason}``): no certificate loaded, the one loaded
+has expired, ``rules: discover`` has not read the cache's rules yet, the server is stopping. Stable strings."""
 
 
 class Metrics:
@@ -45,10 +56,19 @@ class Metrics:
             LATENCY_BUCKETS,
             self.registry,
         )
+        self.failed_open = CounterTally(
+            "ecr_ptc_webhook_failed_open",
+            "Admission requests whose pod kept its images because of a failure, by cause (internal, too_large, "
+            "verify_failed, verify_deadline, body_deadline).",
+            ("cause",),
+            self.registry,
+        )
+        for cause in FAIL_OPEN_CAUSES:  # every cause from the start: rate() and alerts see 0, not a missing series
+            self.failed_open.counts[cause,] = 0
         self.errors = Counter(
             "ecr_ptc_webhook_errors",
             "Requests answered without a full decision: bad_request (4xx), internal (failed open), "
-            "verify (originals kept).",
+            "too_large (admitted unchanged), verify (originals kept).",
             ["kind"],
             registry=self.registry,
         )
@@ -87,6 +107,21 @@ class Metrics:
         """Expose decision and log lines dropped because stderr was not read fast enough."""
         documentation = "Log lines (decisions included) dropped because stderr's reader fell behind: never admissions."
         self.registry.register(ReadCounter("ecr_ptc_webhook_decision_log_lines_dropped", documentation, read))
+
+    def fail_open(self, cause: str) -> None:
+        """Count an admission request that failed open for ``cause`` (one of :data:`FAIL_OPEN_CAUSES`)."""
+        self.failed_open.counts[cause,] += 1
+
+    def expose_readiness(self, not_ready: Callable[[], Collection[str]]) -> None:
+        """Expose whether the replica is ready and why not: ``not_ready`` returns the reasons now (empty: ready)."""
+        self.registry.register(ReadinessCollector(not_ready))
+
+    def expose_certificate_reload_failing(self, failing: Callable[[], bool]) -> None:
+        """Expose whether the certificate files on disk cannot be loaded (an older certificate keeps serving)."""
+        documentation = (
+            "1 while the serving certificate files cannot be loaded (an older certificate, if any, keeps serving)."
+        )
+        self.registry.register(ReadGauge("ecr_ptc_webhook_certificate_reload_failing", documentation, failing))
 
     def observe_request(self, path: str, code: str, seconds: float) -> None:
         """Count one admission request and its latency."""
@@ -138,6 +173,63 @@ class ReadCounter(Collector):
     def describe(self) -> list[CounterMetricFamily]:
         """The metric's name and type, for registration."""
         return [CounterMetricFamily(self.name, self.documentation, value=0)]
+
+
+class ReadGauge(Collector):
+    """An unlabelled 0/1 gauge read from its owner at scrape time."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], bool]) -> None:
+        """``read`` says whether the condition holds now."""
+        self.name = name
+        self.documentation = documentation
+        self.read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """1 if the condition holds, else 0."""
+        yield GaugeMetricFamily(self.name, self.documentation, value=1 if self.read() else 0)
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        """The metric's name and type, for registration."""
+        return [GaugeMetricFamily(self.name, self.documentation, value=0)]
+
+
+class ReadinessCollector(Collector):
+    """``ecr_ptc_webhook_ready`` and ``ecr_ptc_webhook_not_ready{reason}``, computed at scrape time.
+
+    Every reason of :data:`NOT_READY_REASONS` is exposed, 1 while it holds, so a query tells "not this reason" (0)
+    from "not scraped" (no series).
+    """
+
+    READY: Final = "ecr_ptc_webhook_ready"
+    NOT_READY: Final = "ecr_ptc_webhook_not_ready"
+
+    def __init__(self, not_ready: Callable[[], Collection[str]]) -> None:
+        """``not_ready`` returns the reasons that keep the replica out of the Service now (empty: ready)."""
+        self.not_ready = not_ready
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Readiness and its reasons now."""
+        reasons = self.not_ready()
+        ready, why = self._families()
+        ready.add_metric([], 0 if reasons else 1)
+        for reason in NOT_READY_REASONS:
+            why.add_metric([reason], 1 if reason in reasons else 0)
+        yield ready
+        yield why
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        """The metrics' names and types, for registration."""
+        return list(self._families())
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        ready = GaugeMetricFamily(self.READY, "1 if the replica reports ready (/readyz 200), else 0.")
+        why = GaugeMetricFamily(
+            self.NOT_READY,
+            "1 for each reason the replica reports not ready (no_certificate, certificate_expired, rules_not_read, "
+            "shutting_down), else 0.",
+            labels=("reason",),
+        )
+        return ready, why
 
 
 class CounterTally(Collector):

@@ -229,17 +229,8 @@ def build_server(
     server: AdmissionServer
 
     def readiness() -> tuple[bool, str]:
-        if server.stopping or server.should_exit:
-            return False, "shutting down"
-        ready, detail = source.healthy()
-        details = [detail]
-        if discovery is not None:
-            rules_ready, rules_detail = discovery.status()
-            ready = ready and rules_ready
-            details.append(rules_detail)
-        if verifier is not None:
-            details.append(verifier.status())  # an open breaker keeps originals; the pod still serves
-        return ready, "; ".join(details)
+        reasons, detail = readiness_of(server, source, discovery, verifier)
+        return not reasons, detail
 
     rules = discovery.current if discovery is not None else Rules(config)
     app = create_app(rules, metrics=metrics, readiness=readiness, verifier=verifier)
@@ -259,7 +250,33 @@ def build_server(
         on_hangup=source.reload,
     )
     metrics.count_shed_connections(lambda: server.registry.shed)
+    metrics.expose_readiness(lambda: readiness_of(server, source, discovery, verifier)[0])
+    metrics.expose_certificate_reload_failing(lambda: source.last_error is not None)
     return server, source
+
+
+def readiness_of(
+    server: AdmissionServer,
+    source: CertificateSource,
+    discovery: RuleDiscovery | None,
+    verifier: TargetVerifier | None,
+) -> tuple[list[str], str]:
+    """Why the replica is not ready (``NOT_READY_REASONS``; empty when ready) and the ``/readyz`` detail."""
+    if server.stopping or server.should_exit:
+        return ["shutting_down"], "shutting down"
+    reasons: list[str] = []
+    certificate_ready, detail = source.healthy()
+    if not certificate_ready:
+        reasons.append("no_certificate" if source.current is None else "certificate_expired")
+    details = [detail]
+    if discovery is not None:
+        rules_ready, rules_detail = discovery.status()
+        if not rules_ready:
+            reasons.append("rules_not_read")
+        details.append(rules_detail)
+    if verifier is not None:
+        details.append(verifier.status())  # an open breaker keeps originals; the pod still serves
+    return reasons, "; ".join(details)
 
 
 EventLoop = Literal["auto", "uvloop", "asyncio"]
