@@ -53,7 +53,10 @@ RELEASE: Final = "ecr-ptc-webhook"
 NAMESPACE: Final = "ecr-ptc-webhook"
 SERVICE_HOST: Final = f"{RELEASE}.{NAMESPACE}.svc"
 ALWAYS_EXCLUDED: Final = {"kube-system", "kube-node-lease"}
-CRD_KINDS: Final = {"cert-manager.io/v1": {"Certificate", "Issuer"}, "monitoring.coreos.com/v1": {"ServiceMonitor"}}
+CRD_KINDS: Final = {
+    "cert-manager.io/v1": {"Certificate", "Issuer"},
+    "monitoring.coreos.com/v1": {"ServiceMonitor", "PrometheusRule"},
+}
 REGISTRY: Final = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 UPSTREAM_IMAGE: Final = "quay.io/prometheus/node-exporter:v1.8.2"
 
@@ -426,6 +429,18 @@ def test_schema_patterns_are_the_webhooks_registry_facts() -> None:
         (["--set", "include={https://quay.io/acme}"], "at '/include/0'"),
         (["--set", "exclude={nginx@sha256:abc}"], "at '/exclude/0'"),
         (["--set-json", 'exclude=["quay.io//x"]'], "at '/exclude/0'"),
+        (["--set", "metrics.prometheusRule.alerts.noReplicaReady.for=5 minutes"], "noReplicaReady/for'"),
+        (["--set-json", "metrics.prometheusRule.alerts.failingOpen.ratio=5"], "failingOpen/ratio'"),
+        (["--set", "metrics.prometheusRule.alerts.certificateExpiring.days=0"], "certificateExpiring/days'"),
+        (
+            ["--set", "metrics.prometheusRule.alerts.certificateExpiry.days=7"],
+            "additional properties 'certificateExpiry'",
+        ),
+        (
+            ["--set", "metrics.prometheusRule.runbookBaseUrl=github.com/x"],
+            "at '/metrics/prometheusRule/runbookBaseUrl'",
+        ),
+        (["--set-string", 'metrics.prometheusRule.selector={job="x"}'], "at '/metrics/prometheusRule/selector'"),
     ],
 )
 def test_the_schema_rejects_bad_values_with_a_message_naming_the_key(args: list[str], message: str) -> None:
@@ -617,6 +632,37 @@ def test_optional_objects() -> None:
         "ca": {"secret": {"name": f"{RELEASE}-tls", "key": "ca.crt"}},
     }
     assert endpoint["port"] in {port["name"] for port in one(manifests, "Service")["spec"]["ports"]}
+
+
+def test_the_prometheus_rule_is_opt_in_and_lands_where_prometheus_selects_it() -> None:
+    assert of_kind(render_ci("default-values.yaml"), "PrometheusRule") == []
+    manifests = render_ci("prometheus-rule-values.yaml")
+    rule = one(manifests, "PrometheusRule")
+    assert rule["metadata"]["namespace"] == NAMESPACE
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["metadata"]["labels"].items() >= one(manifests, "Deployment")["metadata"]["labels"].items()
+    groups = rule["spec"]["groups"]
+    assert [group["interval"] for group in groups] == ["1m"] * len(groups)
+    rules = {item["alert"]: item for group in groups for item in group["rules"]}
+    assert len(rules) == 9
+    assert all(item["labels"]["team"] == "platform" for item in rules.values())
+    assert rules["EcrPtcWebhookFailingOpen"]["for"] == "15m"
+    assert "[15m]" in rules["EcrPtcWebhookFailingOpen"]["expr"]
+    assert rules["EcrPtcWebhookFailingOpen"]["expr"].rstrip().endswith("> 0.05")
+    # Three refresh intervals of the rules: discover read (rulesRefreshSeconds 300).
+    assert rules["EcrPtcWebhookRulesStale"]["expr"].rstrip().endswith("> 900")
+    elsewhere = render(
+        "--values",
+        str(CHART / "ci" / "prometheus-rule-values.yaml"),
+        "--set",
+        "metrics.prometheusRule.namespace=monitoring",
+    )
+    assert one(elsewhere, "PrometheusRule")["metadata"]["namespace"] == "monitoring"
+    # The alerts watch the series the chart's ServiceMonitor scrapes: job is the Service's name.
+    assert (
+        f'job="{one(manifests, "Service")["metadata"]["name"]}",namespace="{NAMESPACE}"'
+        in rules["EcrPtcWebhookFailingOpen"]["expr"]
+    )
 
 
 def test_an_enabled_network_policy_without_sources_is_refused() -> None:
