@@ -3,13 +3,16 @@
 #   docker-registry  the CNCF distribution registry (Debian package), started on loopback by tests/cache
 #   skopeo           pushes the hand-built FROM-scratch OCI image into it
 #   apache2-utils    htpasswd, for the bcrypt line of the registry's basic auth (standing in for the ECR token)
+#   prometheus       promtool (checks and unit-tests the chart's alerts, lints /metrics) and the Prometheus server
+#                    the alert test starts on loopback. On a host that runs systemd, Debian also starts its own
+#                    prometheus service (port 9090); the tests never use it.
 # All come from Debian's packages through apt-get; nothing else is downloaded.
 # Other scripts reuse it for other packages: `install-registry-tools.sh PACKAGE[:COMMAND]...` (hack/bench: wrk, hey).
 set -euo pipefail
 
-PACKAGES=(docker-registry skopeo apache2-utils)
+PACKAGES=(docker-registry skopeo apache2-utils prometheus)
 # The command each package installs, to tell quickly whether it is already there.
-declare -A COMMAND=([docker-registry]=docker-registry [skopeo]=skopeo [apache2-utils]=htpasswd)
+declare -A COMMAND=([docker-registry]=docker-registry [skopeo]=skopeo [apache2-utils]=htpasswd [prometheus]=promtool)
 if [[ $# -gt 0 ]]; then
   PACKAGES=()
   for spec in "$@"; do
