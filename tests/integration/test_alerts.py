@@ -12,26 +12,31 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import pytest
 import yaml
 from cache.cache_support import FakeEcrApi
+from integration.chart_rules import (
+    ALL_ALERTS,
+    ENABLED,
+    REGISTRY,
+    alerts,
+    promtool,
+    rendered_rule,
+    run_promtool,
+    write_rule_file,
+)
 from integration.server import WebhookProcess
-from repository import REPO, tool
+from repository import REPO
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 pytestmark = pytest.mark.integration
 
-CHART: Final = REPO / "charts" / "ecr-ptc-webhook"
 UNIT_TESTS: Final = Path(__file__).parent / "alerts"
 RUNBOOKS: Final = REPO / "docs" / "runbooks.md"
-RELEASE: Final = "ecr-ptc-webhook"
-REGISTRY: Final = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
-ENABLED: Final = ("--set", "metrics.prometheusRule.enabled=true")
-ALL_ALERTS: Final = (*ENABLED, "--set", "metrics.prometheusRule.alerts.dryRunWouldRewrite.enabled=true")
 UNIT_TEST_VALUES: Final = {
     "alerts_test.yaml": ALL_ALERTS,
     "alerts_dry_run_test.yaml": ALL_ALERTS,
@@ -40,48 +45,6 @@ UNIT_TEST_VALUES: Final = {
 """Each unit test file and the values its rules are rendered with (release and namespace ecr-ptc-webhook)."""
 SEVERITIES: Final = {"critical", "warning", "info"}
 _OUR_METRIC: Final = re.compile(r"\becr_ptc_webhook_[a-z_]+\b")
-
-
-def promtool() -> str:
-    """Debian's promtool (package prometheus); skip, naming the install script, only when it is not installed."""
-    found = shutil.which("promtool")
-    if found is None:
-        pytest.skip("promtool not installed: run `bash hack/install-registry-tools.sh` (Debian's prometheus package)")
-    return found
-
-
-def run_promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool(), *args], capture_output=True, text=True, check=False, timeout=120, cwd=cwd)
-
-
-def rendered_rule(*args: str) -> dict[str, Any] | None:
-    """The chart's PrometheusRule with ``args`` (``None`` when it renders none)."""
-    result = subprocess.run(
-        [tool("helm"), "template", RELEASE, str(CHART), "--namespace", RELEASE, "--set", f"registry={REGISTRY}", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    rules = [doc for doc in yaml.safe_load_all(result.stdout) if doc and doc["kind"] == "PrometheusRule"]
-    assert len(rules) <= 1
-    return rules[0] if rules else None
-
-
-def write_rule_file(directory: Path, *args: str) -> Path:
-    """The rendered rule groups as a Prometheus rule file, ``directory/rules.yaml``."""
-    rule = rendered_rule(*args)
-    assert rule is not None, "metrics.prometheusRule.enabled renders a PrometheusRule"
-    path = directory / "rules.yaml"
-    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
-    return path
-
-
-def alerts(*args: str) -> list[dict[str, Any]]:
-    rule = rendered_rule(*args)
-    assert rule is not None
-    return [item for group in rule["spec"]["groups"] for item in group["rules"] if "alert" in item]
 
 
 def run_unit_tests(directory: Path, test_file: str, *args: str) -> subprocess.CompletedProcess[str]:
