@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 import pytest
 import yaml
+from aws_sandbox import isolate_aws
 from cache.cache_support import FakeEcrApi
 from integration.chart_rules import (
     ALL_ALERTS,
@@ -190,19 +191,8 @@ def full_webhook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[We
     with FakeEcrApi(
         [{"ecrRepositoryPrefix": "quay", "upstreamRegistryUrl": "quay.io", "upstreamRegistry": "quay"}]
     ) as ecr:
-        empty = tmp_path / "aws-empty"
-        empty.write_text("")
-        for variable, value in {
-            "AWS_ENDPOINT_URL": ecr.url,  # every AWS call (ECR's token included) goes to the fake, never out
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "eu-west-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_CONFIG_FILE": str(empty),
-            "AWS_SHARED_CREDENTIALS_FILE": str(empty),
-        }.items():
-            monkeypatch.setenv(variable, value)
-        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        isolate_aws(monkeypatch, tmp_path, "eu-west-1")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", ecr.url)  # every AWS call (ECR's token included) goes to the fake
         config = tmp_path / "config.yaml"
         config.write_text(
             yaml.safe_dump(
