@@ -7,17 +7,22 @@ parsed; the old path is :class:`WebhookApp` called as the ASGI app it was under 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 from reviews import make_pod, make_review
 from strategies import pods
 
 from webhook.serve.app import create_app
 from webhook.serve.connection import Connection, Limits, Registry
+from webhook.serve.decision_log import DecisionLog
+from webhook.serve.sparse import SparseReview
 
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
@@ -278,3 +283,95 @@ def test_a_body_past_the_api_servers_deadline_is_408_and_counted_as_failing_open
     samples = app.metrics.registry.get_sample_value
     assert samples("ecr_ptc_webhook_failed_open_total", {"cause": "body_deadline"}) == 1
     assert samples("ecr_ptc_webhook_requests_total", {"path": "/mutate", "code": "408"}) == 1
+
+
+def _with_identity(body: bytes, uid: str, name: str) -> bytes:
+    """``body`` as another pod of the same template would send it: another uid and pod name, nothing else."""
+    try:
+        review = json.loads(body)
+    except ValueError:
+        return body
+    request = review.get("request") if isinstance(review, dict) else None
+    if not isinstance(request, dict) or not isinstance(request.get("uid"), str):
+        return body
+    request["uid"] = uid
+    pod = request.get("object")
+    metadata = pod.get("metadata") if isinstance(pod, dict) else None
+    if isinstance(metadata, dict):
+        metadata["name"] = name
+    return json.dumps(review).encode()
+
+
+def _decision_lines(app: WebhookApp) -> list[bytes]:
+    app.decision_log.flush()
+    stream = app.decision_log._stream
+    assert isinstance(stream, io.BytesIO)
+    return stream.getvalue().splitlines()
+
+
+def _logging_app(rules: Rules, *, sparse: bool) -> WebhookApp:
+    app = create_app(rules)
+    app.sparse = sparse
+    app.decision_log = DecisionLog(io.BytesIO(), clock=lambda: 0.0)
+    return app
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=request_bodies(),
+    uids=st.lists(st.text(min_size=1, max_size=8), min_size=2, max_size=3),
+    path=st.sampled_from(["/mutate", "/audit"]),
+)
+def test_answers_from_the_cache_are_byte_identical_to_deciding_in_full(
+    rules: Rules, body: bytes, uids: list[str], path: str
+) -> None:
+    """Pods of one template, one after another: the second and later come from the cache without building the pod.
+
+    Their answers, decision lines and decision counts equal those of the general path deciding each in full.
+    """
+    logging.getLogger("webhook.decisions").setLevel(logging.INFO)
+    fast, reference = _logging_app(rules, sparse=True), _logging_app(rules, sparse=False)
+    bodies = [_with_identity(body, uid, f"pod-{index}") for index, uid in enumerate(uids)]
+    for each in bodies:
+        _, answers = exchange(fast, request(each, path))
+        assert [(status, answer) for status, _, answer in answers] == [asgi_answer(reference, each, path)]
+    assert _decision_lines(fast) == _decision_lines(reference)
+    assert _decision_counts(fast) == _decision_counts(reference)
+    assert fast.reviews.hits == reference.reviews.hits  # the same pods were answered from the cache
+
+
+def _decision_counts(app: WebhookApp) -> list[bytes]:
+    scrape = generate_latest(app.metrics.registry).splitlines()
+    return [line for line in scrape if line.startswith(b"ecr_ptc_webhook_decisions_total")]
+
+
+def test_a_template_seen_before_is_answered_without_building_the_pod(
+    rules: Rules, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(rules)
+    first = json.dumps(make_review(make_pod(QUAY))).encode()
+    exchange(app, request(first))
+    assert app.reviews.misses == 1
+
+    def built(_self: object) -> None:
+        raise AssertionError("the pod was built")
+
+    monkeypatch.setattr(SparseReview, "review", built)
+    second = _with_identity(first, 'a"uid\\é', "other")
+    _, answers = exchange(app, request(second))
+    assert app.reviews.hits == 1
+    answer = json.loads(answers[0][2])
+    assert answer["response"]["uid"] == 'a"uid\\é'
+    assert answer["response"]["patchType"] == "JSONPatch"
+
+
+def test_an_error_while_answering_from_the_cache_decides_in_full(rules: Rules, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = create_app(rules)
+    body = json.dumps(make_review(make_pod(QUAY))).encode()
+    expected = exchange(app, request(body))[1]
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(app, "_render", broken)
+    assert exchange(app, request(body))[1] == expected

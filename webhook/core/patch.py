@@ -162,21 +162,25 @@ def pod_template_key(pod: Mapping[str, Any]) -> TemplateKey:
     DaemonSet differ in name and uid only, so they share a key.
     """
     spec = pod.get("spec")
-    metadata = pod.get("metadata")
+    return tuple(_slot_keys(spec, ALL_IMAGE_FIELDS)), (has_pull_secrets(spec), *annotation_state(pod.get("metadata")))
+
+
+def annotation_state(metadata: object) -> tuple[object, ...]:
+    """What :func:`plan_pod` reads of a pod's metadata (a part of :func:`pod_template_key`).
+
+    Whether the metadata and its annotations are there, the opt-out flag and an earlier original-images record.
+    """
     if not is_json_object(metadata):
-        state: tuple[object, ...] = ("no-metadata",)
-    else:
-        annotations = metadata.get("annotations")
-        if not is_json_object(annotations):
-            state = ("no-annotations",)
-        else:
-            record = annotations.get(ORIGINAL_IMAGES_ANNOTATION)
-            state = (
-                "annotations",
-                annotations.get(OPT_OUT_ANNOTATION) == OPT_OUT_VALUE,
-                record if isinstance(record, str) else None,
-            )
-    return tuple(_slot_keys(spec, ALL_IMAGE_FIELDS)), (has_pull_secrets(spec), *state)
+        return ("no-metadata",)
+    annotations = metadata.get("annotations")
+    if not is_json_object(annotations):
+        return ("no-annotations",)
+    record = annotations.get(ORIGINAL_IMAGES_ANNOTATION)
+    return (
+        "annotations",
+        annotations.get(OPT_OUT_ANNOTATION) == OPT_OUT_VALUE,
+        record if isinstance(record, str) else None,
+    )
 
 
 def has_pull_secrets(spec: object) -> bool:

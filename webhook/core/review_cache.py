@@ -8,6 +8,11 @@ the encoded patch, the warnings and the summaries that logs and metrics read are
 Only the common case is cached: a Pod CREATE without vetoes. Everything else (``kubectl debug``, a review the
 verifier vetoed, a review that failed open) is answered by :func:`~webhook.admission.review` directly, every time.
 The cache belongs to one :class:`~webhook.rules.Rules`: when the rules change (``rules: discover``), it starts over.
+
+A caller that decoded the pod into a shape of its own may key the cache with that instead (``key=``), and look an
+answer up by it without building the pod at all (:meth:`ReviewCache.lookup`): ``webhook.serve.sparse`` does, for the
+common case. Such a key must be *at least as fine* as :func:`~webhook.patch.pod_template_key`: two pods with equal
+keys must have equal template keys. Keys of the two kinds never compare equal (the caller's starts with a string).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from webhook.core.admission import Mode, Outcome, Review, review
 from webhook.core.patch import RECORD_POINTER, TemplateKey, is_json_object, pod_template_key, record_fits
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Hashable, Mapping
 
     from webhook.core.reasons import Reason
     from webhook.core.rules import Rules
@@ -50,27 +55,36 @@ class ReviewCache:
         self.bytes = 0
         """What the kept answers hold, estimated."""
         self._rules: Rules | None = None
-        self._outcomes: collections.OrderedDict[tuple[Mode, TemplateKey], tuple[Outcome, int]]
+        self._outcomes: collections.OrderedDict[tuple[Mode, Hashable], tuple[Outcome, int]]
         self._outcomes = collections.OrderedDict()
 
     def __len__(self) -> int:
         """How many answers are kept."""
         return len(self._outcomes)
 
-    def review(self, request: Review, rules: Rules, mode: Mode, vetoes: Mapping[str, Reason] | None = None) -> Outcome:
-        """What :func:`webhook.admission.review` answers, from the cache when the template was seen."""
+    def review(
+        self,
+        request: Review,
+        rules: Rules,
+        mode: Mode,
+        vetoes: Mapping[str, Reason] | None = None,
+        *,
+        key: Hashable | None = None,
+    ) -> Outcome:
+        """What :func:`webhook.admission.review` answers, from the cache when the template was seen.
+
+        ``key``: the caller's key for this pod's template (see the module's docstring); by default
+        :func:`~webhook.patch.pod_template_key`.
+        """
         if vetoes or not _is_pod_create(request) or request.object is None:
             return review(request, rules, mode, vetoes)
-        if rules is not self._rules:
-            self._outcomes.clear()
-            self.bytes = 0
-            self._rules = rules
+        self._follow(rules)
         template = pod_template_key(request.object)
-        key = (mode, template)
-        found = self._outcomes.get(key)
+        cache_key = (mode, template if key is None else key)
+        found = self._outcomes.get(cache_key)
         if found is not None and _record_fits(request.object, found[0]):
             self.hits += 1
-            self._outcomes.move_to_end(key)
+            self._outcomes.move_to_end(cache_key)
             return found[0].answering(request)
         outcome = review(request, rules, mode)
         if outcome.error is not None or not _record_fits(request.object, outcome):
@@ -80,12 +94,37 @@ class ReviewCache:
         weight = _weight(template, outcome)
         if weight <= self.max_bytes // 64:
             self.misses += 1
-            self._outcomes[key] = (outcome, weight)
+            self._outcomes[cache_key] = (outcome, weight)
             self.bytes += weight
             while len(self._outcomes) > self.maxsize or self.bytes > self.max_bytes:
                 _, (_, dropped) = self._outcomes.popitem(last=False)
                 self.bytes -= dropped
         return outcome
+
+    def lookup(self, key: Hashable, rules: Rules, mode: Mode, annotations: object) -> Outcome | None:
+        """The answer kept under the caller's ``key`` for a Pod CREATE, counted as a hit; ``None``: ask :meth:`review`.
+
+        Only if its record fits ``annotations`` (the pod's). Ask :meth:`review` with the same ``key`` when ``None``.
+
+        The answer carries the uid of the review that filled the cache: :meth:`Outcome.answering` gives it this
+        review's.
+        """
+        if rules is not self._rules:
+            return None
+        cache_key = (mode, key)
+        found = self._outcomes.get(cache_key)
+        if found is None or not _annotations_fit(annotations, found[0]):
+            return None
+        self.hits += 1
+        self._outcomes.move_to_end(cache_key)
+        return found[0]
+
+    def _follow(self, rules: Rules) -> None:
+        """Start over when the rules changed: every kept answer was decided by the old ones."""
+        if rules is not self._rules:
+            self._outcomes.clear()
+            self.bytes = 0
+            self._rules = rules
 
 
 def _record_fits(pod: Mapping[str, Any], outcome: Outcome) -> bool:
@@ -95,13 +134,18 @@ def _record_fits(pod: Mapping[str, Any], outcome: Outcome) -> bool:
     would push this pod over the annotation limit is not reused (``review`` then answers without it), and an answer
     that left the record out for lack of room is never kept.
     """
+    metadata = pod.get("metadata")
+    return _annotations_fit(metadata.get("annotations") if is_json_object(metadata) else None, outcome)
+
+
+def _annotations_fit(annotations: object, outcome: Outcome) -> bool:
+    """:func:`_record_fits` for a pod's annotations (``None`` when it has none)."""
     plan = outcome.plan
     if plan is None or not plan.patch or outcome.body["response"].get("patchType") is None:
         return True
     last = plan.patch[-1]
     if last["path"] == RECORD_POINTER:
-        metadata = pod.get("metadata")
-        return record_fits(metadata.get("annotations") if is_json_object(metadata) else None, last["value"])
+        return record_fits(annotations, last["value"])
     return last["path"].startswith("/metadata")  # written whole (no annotations before): it fits every such pod
 
 

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 from urllib.parse import parse_qs
 
 import orjson
@@ -27,8 +27,8 @@ from webhook.core.review_cache import ReviewCache
 from webhook.exceptions import AdmissionError
 from webhook.serve.deadlines import Deadlines
 from webhook.serve.decision_log import DecisionLog
-from webhook.serve.metrics import Metrics
-from webhook.serve.sparse import decode_review
+from webhook.serve.metrics import DecisionCounts, Metrics
+from webhook.serve.sparse import SparseReview, decode_sparse
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -112,6 +112,8 @@ class WebhookApp:
         self._deadlines = Deadlines()
         """The body must arrive within the API server's ``?timeout=`` (see ``webhook.serve.deadlines``)."""
         self.reviews = ReviewCache()
+        self._rendered: dict[int, _Rendered] = {}
+        """Cached answers ready to serve again, by the identity of their outcome (see :meth:`_from_cache`)."""
         """Answers per pod template (see ``webhook.core.review_cache``)."""
         metrics.count_review_cache(self.reviews)
         self.closing_connections = False
@@ -193,7 +195,12 @@ class WebhookApp:
 
         Raises :class:`AdmissionError` for a body that is not an AdmissionReview; past that, never raises.
         """
-        request = decode_review(raw) if self.sparse else None  # the fields a decision reads; None: decode it all
+        sparse = decode_sparse(raw) if self.sparse else None  # the fields a decision reads; None: decode it all
+        if sparse is not None and sparse.key is not None and self._verifier is None:
+            answer = self._from_cache(sparse, mode)
+            if answer is not None:
+                return answer
+        request = sparse.review() if sparse is not None else None
         if request is None:
             try:
                 decoded = orjson.loads(raw)
@@ -206,13 +213,57 @@ class WebhookApp:
             slots = _image_slot_count(request)
             if slots > MAX_IMAGE_SLOTS:
                 return self._too_large(request, slots)
-            outcome = self.reviews.review(request, rules, effective)
+            outcome = self.reviews.review(request, rules, effective, key=None if sparse is None else sparse.key)
             if self._verifier is not None and outcome.plan is not None and outcome.plan.rewrites:
                 return self._verified(self._verifier, request, rules, effective, outcome, deadline)
             _record(request, outcome, effective, self.metrics, self.decision_log)
             return orjson.dumps(outcome.body)
         except Exception:  # noqa: BLE001 - past a valid review, any failure admits the pod unchanged: never a 500
             return self._failed_open(request)
+
+    def _from_cache(self, sparse: SparseReview, mode: Mode) -> bytes | None:
+        """The answer to a Pod CREATE whose template was answered before, if kept; ``None``: decide it in full.
+
+        Without a verifier only: a kept rewrite is checked against the cache again for every pod when one is set.
+        """
+        try:
+            rules = self._rules()
+            effective = Mode.AUDIT if rules.config.dry_run else mode
+            outcome = sparse.cached(self.reviews, rules, effective)
+            if outcome is None:
+                return None
+            rendered = self._rendered.get(id(outcome))
+            if rendered is None or rendered.outcome is not outcome:
+                rendered = self._render(outcome, effective)
+            uid, namespace, name = sparse.identity()
+            plan = outcome.plan
+            if plan is not None:
+                self.metrics.count_served(rendered.counts)
+                if plan.decisions and self.decision_log.enabled:
+                    review = {"uid": uid, "namespace": namespace, "pod": name, "mode": effective.value}
+                    if rendered.left_out:
+                        review["annotation"] = ANNOTATION_LEFT_OUT
+                    self.decision_log.write(review, plan.records)
+            return rendered.prefix + orjson.dumps(uid) + rendered.suffix
+        except Exception:  # the full path then answers, or fails open as it does
+            log.exception("answer from the review cache failed; deciding in full")
+            return None
+
+    def _render(self, outcome: Outcome, mode: Mode) -> _Rendered:
+        """What serving ``outcome`` again needs, made once: its body around the uid, its counts, its log flag."""
+        if len(self._rendered) >= RENDERED_ANSWERS:
+            self._rendered.clear()
+        response = outcome.body["response"].copy()
+        response["uid"] = _UID_MARK
+        body = orjson.dumps({**outcome.body, "response": response})
+        prefix, mark, suffix = body.partition(orjson.dumps(_UID_MARK))
+        if not mark or suffix.find(orjson.dumps(_UID_MARK)) >= 0:
+            raise ValueError("the uid mark is not in the answer once")
+        plan = outcome.plan
+        counts = DecisionCounts({} if plan is None else plan.counts, mode.value)
+        left_out = _record_left_out_of(outcome)
+        rendered = self._rendered[id(outcome)] = _Rendered(outcome, prefix, suffix, counts, left_out)
+        return rendered
 
     async def _verified(  # noqa: PLR0913, PLR0917 - the state of one review, passed along once
         self, verifier: TargetVerifier, request: Review, rules: Rules, mode: Mode, outcome: Outcome, deadline: float
@@ -369,10 +420,34 @@ ANNOTATION_LEFT_OUT: Final = "left out: the pod's annotations would exceed 26214
 
 def _record_left_out(request: Review, outcome: Outcome) -> bool:
     """Whether a patch rewrites images without writing the record (no room for it; see ``webhook.core.patch``)."""
+    return not request.sub_resource and _record_left_out_of(outcome)
+
+
+def _record_left_out_of(outcome: Outcome) -> bool:
+    """:func:`_record_left_out` for a pod creation."""
     plan = outcome.plan
-    if plan is None or not plan.patch or request.sub_resource or "patch" not in outcome.body["response"]:
+    if plan is None or not plan.patch or "patch" not in outcome.body["response"]:
         return False
     return not plan.patch[-1]["path"].startswith("/metadata")
+
+
+class _Rendered(NamedTuple):
+    """An answer kept in the review cache, ready to serve again (see :meth:`WebhookApp._from_cache`)."""
+
+    outcome: Outcome
+    prefix: bytes
+    suffix: bytes
+    """The encoded answer before and after its uid's JSON string."""
+    counts: DecisionCounts
+    left_out: bool
+    """Whether the patch was made without the original-images record (the decision lines say so)."""
+
+
+RENDERED_ANSWERS: Final = 2048
+"""Answers kept rendered, by the identity of the review cache's outcome (twice the cache's size); then it starts
+over. Each holds its outcome, so an identity is never reused while it is here."""
+_UID_MARK: Final = "\x00ecr-ptc-webhook uid\x00"
+"""A uid no review has (the API server's are UUIDs): where the answer is cut to put each review's uid in."""
 
 
 def _error(message: str) -> bytes:

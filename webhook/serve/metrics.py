@@ -44,6 +44,9 @@ class Metrics:
             ("tier", "reason", "action", "mode"),
             self.registry,
         )
+        self._served: collections.Counter[DecisionCounts] = collections.Counter()
+        """Reviews answered from the cache, by their decisions: :meth:`count_served`, folded in before a scrape."""
+        self.decisions.before_collect = self._fold_served
         self.requests = CounterTally(
             "ecr_ptc_webhook_requests",
             "HTTP requests to the admission endpoints, by path and status code.",
@@ -92,6 +95,20 @@ class Metrics:
         for (tier, reason, action), count in counts.items():
             tally[tier, reason, action, mode] += count
 
+    def count_served(self, counts: DecisionCounts) -> None:
+        """Count the decisions of one review answered from the cache: one increment, folded in at scrape time."""
+        served = self._served
+        served[counts] += 1
+        if len(served) > FOLD_AFTER:
+            self._fold_served()
+
+    def _fold_served(self) -> None:
+        tally = self.decisions.counts
+        for counts, times in self._served.items():
+            for key, count in counts.items:
+                tally[key] += count * times
+        self._served.clear()
+
     def count_review_cache(self, cache: ReviewCacheStats) -> None:
         """Expose ``cache``'s hits and misses (read at scrape time; see ``webhook.core.review_cache``)."""
         family = "ecr_ptc_webhook_review_cache"
@@ -127,6 +144,23 @@ class Metrics:
         """Count one admission request and its latency."""
         self.requests.counts[path, code] += 1
         self.latency.observe(path, seconds)
+
+
+FOLD_AFTER: Final = 4096
+"""Distinct cached answers counted between scrapes before their counts are folded in anyway (bounds the memory)."""
+
+
+class DecisionCounts:
+    """What one answer adds to ``ecr_ptc_webhook_decisions`` each time it is served from the cache.
+
+    Hashed by identity: :meth:`Metrics.count_served` counts it with one increment, however many decisions it holds.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, counts: Mapping[tuple[str, str, str], int], mode: str) -> None:
+        """The (tier, reason, action) -> how many of one review, in ``mode``."""
+        self.items = tuple(((tier, reason, action, mode), count) for (tier, reason, action), count in counts.items())
 
 
 class ReviewCacheStats(Protocol):
@@ -246,10 +280,14 @@ class CounterTally(Collector):
         self.documentation = documentation
         self.labels = labels
         self.counts: collections.Counter[tuple[str, ...]] = collections.Counter()
+        self.before_collect: Callable[[], None] | None = None
+        """Called before each scrape: an owner that counts elsewhere folds its counts in."""
         registry.register(self)
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         """The counts so far, one sample per label set."""
+        if self.before_collect is not None:
+            self.before_collect()
         family = self._family()
         for key, value in list(self.counts.items()):
             family.add_metric(key, value)
