@@ -197,7 +197,11 @@ class Connection(asyncio.Protocol):
         self._head_bytes = 0
         self._header_count = 0
         self._url = b""
+        self._path = ""
+        self._raw_path = b""
+        self._query = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._header_size = 0
         self._content_type = b""
         self._content_length = b""
         self._body: list[bytes] = []
@@ -294,6 +298,7 @@ class Connection(asyncio.Protocol):
         self._header_count = 0
         self._url = b""
         self._headers = []
+        self._header_size = 0
         self._content_type = b""
         self._content_length = b""
         self._body = []
@@ -318,16 +323,18 @@ class Connection(asyncio.Protocol):
         elif lower == b"content-length":
             self._content_length = value
         self._headers.append((lower, value))
+        self._header_size += len(name) + len(value) + 4  # ": " and CRLF
 
     def on_headers_complete(self) -> None:
         """The head is in: check it, then wait for the body under the request's own deadline."""
         self._in_head = False
         self._upgraded = self._upgraded or self.parser.should_upgrade()
-        size = len(self._url) + sum(len(name) + len(value) + 4 for name, value in self._headers)
-        if size > self.limits.max_header_bytes:
+        if len(self._url) + self._header_size > self.limits.max_header_bytes:
             self._refuse(431, f"request line and headers over {self.limits.max_header_bytes} bytes")
         parsed = httptools.parse_url(self._url)
-        path = parsed.path.decode("latin-1")
+        self._raw_path = parsed.path
+        self._path = path = parsed.path.decode("latin-1")
+        self._query = parsed.query or b""
         method = self.parser.get_method()
         self._mode = ADMISSION_PATHS.get(path) if method == b"POST" else None
         if self._mode is None:
@@ -339,7 +346,7 @@ class Connection(asyncio.Protocol):
             check_request(self._content_type, self._content_length, self._body_limit)
         except AdmissionError as error:
             self._refuse(error.status, error.message)
-        seconds = deadline_seconds(parsed.query or b"")
+        seconds = deadline_seconds(self._query)
         self._deadline = self.loop.time() + seconds * DEADLINE_MARGIN
         self._arm_at(self._deadline, 408, "request body not received within the API server's timeout")
 
@@ -354,11 +361,10 @@ class Connection(asyncio.Protocol):
         """The request is in: answer it, or queue it behind the one being answered (pipelining)."""
         self._disarm()
         self._pause()  # nothing more is read until this request is answered
-        parsed = httptools.parse_url(self._url)
         request = _Request(
-            path=parsed.path.decode("latin-1"),
-            raw_path=parsed.path,
-            query=parsed.query or b"",
+            path=self._path,
+            raw_path=self._raw_path,
+            query=self._query,
             method=self.parser.get_method(),
             http_version=self.parser.get_http_version(),
             headers=self._headers,
