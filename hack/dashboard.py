@@ -91,16 +91,15 @@ def tile(
     unit: str = "short",
     thresholds: tuple[tuple[float | None, str], ...] = ((None, "green"),),
 ) -> Panel:
-    """A small stat panel of one query, for the overview row."""
-    return Panel(title, description, (Query(expr),), "stat", unit, 4, 4, thresholds)
+    """A small stat panel of one query, for the overview row (eight to a line)."""
+    return Panel(title, description, (Query(expr),), "stat", unit, 3, 4, thresholds)
 
 
 # Label matchers (outside the f-strings: Python 3.11 does not nest quotes in them).
 REWRITE: Final = 'action="rewrite"'
 SKIP: Final = 'action="skip"'
 HIT: Final = 'result="hit"'
-FAIL_OPEN_KINDS: Final = 'kind!="bad_request"'
-"""errors{kind}: everything but bad_request (a 4xx) admitted a pod unchanged (internal, too_large, verify)."""
+REPLICAS: Final = ((None, "red"), (1, "orange"), (2, "green"))
 HIT_RATIO: Final = ratio(rate("ecr_ptc_webhook_review_cache_total", HIT), rate("ecr_ptc_webhook_review_cache_total"))
 
 ROWS: Final = (
@@ -112,7 +111,14 @@ ROWS: Final = (
                 "Webhook processes Prometheus scrapes (one per pod). Fewer than the Deployment's replicas: pods are "
                 "down or not scraped, and with failurePolicy Ignore pods are admitted unchanged.",
                 f"count({series('ecr_ptc_webhook_info')})",
-                thresholds=((None, "red"), (1, "orange"), (2, "green")),
+                thresholds=REPLICAS,
+            ),
+            tile(
+                "Replicas ready",
+                "Scraped replicas that report ready (/readyz 200), so in the Service. Fewer than scraped: the "
+                "Readiness row says why; none ready fires EcrPtcWebhookNoReplicaReady.",
+                f"sum({series('ecr_ptc_webhook_ready')})",
+                thresholds=REPLICAS,
             ),
             tile(
                 "Admissions",
@@ -128,9 +134,10 @@ ROWS: Final = (
             ),
             tile(
                 "Failing open",
-                "Share of admission requests answered without a full decision, pod admitted unchanged "
-                "(errors_total by every kind but bad_request).",
-                ratio(rate("ecr_ptc_webhook_errors_total", FAIL_OPEN_KINDS), rate("ecr_ptc_webhook_requests_total")),
+                "Share of admission requests whose pod kept its images because of a failure, every cause of "
+                "failed_open_total (408 body deadlines included). EcrPtcWebhookFailingOpen fires over 1% for one "
+                "cause.",
+                ratio(rate("ecr_ptc_webhook_failed_open_total"), rate("ecr_ptc_webhook_requests_total")),
                 unit="percentunit",
                 thresholds=((None, "green"), (0.001, "orange"), (0.01, "red")),
             ),
@@ -146,6 +153,51 @@ ROWS: Final = (
                 f"min({series('ecr_ptc_webhook_certificate_expiry_timestamp_seconds')}) - time()",
                 unit="dtdurations",
                 thresholds=((None, "red"), (7 * DAY, "orange"), (14 * DAY, "green")),
+            ),
+            tile(
+                "Certificate reload failing",
+                "Replicas whose new certificate files do not load (they keep serving the older certificate). "
+                "EcrPtcWebhookCertificateRotationFailing fires after 10 minutes.",
+                f"sum({series('ecr_ptc_webhook_certificate_reload_failing')})",
+                thresholds=((None, "green"), (1, "red")),
+            ),
+        ),
+    ),
+    Row(
+        "Readiness",
+        (
+            Panel(
+                "Replicas ready",
+                "Replicas that report ready (/readyz 200) against those scraped. A replica not ready is out of the "
+                "Service; with none ready the API server cannot call the webhook.",
+                (
+                    Query(f"sum({series('ecr_ptc_webhook_ready')})", "ready"),
+                    Query(f"count({series('ecr_ptc_webhook_ready')})", "scraped"),
+                ),
+            ),
+            Panel(
+                "Replicas not ready, by reason",
+                "Replicas giving each reason: no_certificate, certificate_expired, rules_not_read (rules: discover "
+                "has not read the cache's rules yet), shutting_down. A replica may give several.",
+                (
+                    Query(
+                        f"sum by (reason) ({series('ecr_ptc_webhook_not_ready')} == 1)",
+                        "{{reason}}",
+                    ),
+                ),
+                stacked=True,
+            ),
+            Panel(
+                "Not ready now, by pod",
+                "The reasons each replica gives at the end of the time range. Empty when every scraped replica is "
+                "ready; see the runbook of EcrPtcWebhookNoReplicaReady for each reason.",
+                (
+                    Query(
+                        f"max by (pod, reason) ({series('ecr_ptc_webhook_not_ready')} == 1)",
+                        table=True,
+                    ),
+                ),
+                kind="table",
             ),
         ),
     ),
@@ -204,17 +256,34 @@ ROWS: Final = (
         "Failing open and errors",
         (
             Panel(
+                "Failing open, by cause",
+                "Share of admission requests whose pod kept its images, per cause: internal (an unexpected error), "
+                "too_large (over 2,000 containers and volumes), verify_failed and verify_deadline (rewrites "
+                "dropped), body_deadline (answered 408, the API server admits the pod unchanged).",
+                (
+                    Query(
+                        f"sum by (cause) ({rate('ecr_ptc_webhook_failed_open_total')})"
+                        f" / ignoring (cause) group_left sum({rate('ecr_ptc_webhook_requests_total')})",
+                        "{{cause}}",
+                    ),
+                ),
+                unit="percentunit",
+                width=6,
+            ),
+            Panel(
                 "Answers without a full decision, by kind",
-                "internal: an unexpected error, pod admitted unchanged; too_large: over 2,000 containers and volumes, "
-                "admitted unchanged; verify: the verifier failed, originals kept; bad_request: a 4xx.",
+                "errors_total: bad_request (refused before deciding: a 4xx, including the 408 of a body that came "
+                "too late, which failed open), internal, too_large and verify. See failing open, by cause.",
                 (Query(f"sum by (kind) ({rate('ecr_ptc_webhook_errors_total')})", "{{kind}}"),),
                 unit="reqps",
+                width=6,
             ),
             Panel(
                 "Requests by path and code",
                 "Admission requests per second, by path and HTTP status.",
                 (Query(f"sum by (path, code) ({rate('ecr_ptc_webhook_requests_total')})", "{{path}} {{code}}"),),
                 unit="reqps",
+                width=6,
                 stacked=True,
             ),
             Panel(
@@ -222,6 +291,7 @@ ROWS: Final = (
                 "Connections refused over --max-concurrency per second: their requests were answered 503.",
                 (Query(f"sum by (pod) ({rate('ecr_ptc_webhook_connections_shed_total')})", "{{pod}}"),),
                 unit="cps",
+                width=6,
             ),
         ),
     ),
@@ -394,6 +464,7 @@ ROWS: Final = (
                     ),
                 ),
                 unit="s",
+                width=6,
             ),
             Panel(
                 "Certificate reloads by result",
@@ -405,12 +476,23 @@ ROWS: Final = (
                         "{{result}}",
                     ),
                 ),
+                width=6,
+            ),
+            Panel(
+                "Certificate reload failing",
+                "Per pod: failing while the certificate files mounted from the Secret do not load (a key that does "
+                "not match, a certificate expired or not valid yet, unreadable files); the older one keeps serving.",
+                (Query(f"max by (pod) ({series('ecr_ptc_webhook_certificate_reload_failing')})", "{{pod}}"),),
+                kind="stat",
+                width=6,
+                mappings=(("0", "ok", "green"), ("1", "failing", "red")),
             ),
             Panel(
                 "Decision log lines dropped",
                 "Log lines (decisions included) dropped per second because stderr's reader fell behind; admissions "
                 "are never held up by it.",
                 (Query(f"sum by (pod) ({rate('ecr_ptc_webhook_decision_log_lines_dropped_total')})", "{{pod}}"),),
+                width=6,
             ),
         ),
     ),
@@ -594,8 +676,8 @@ def dashboard() -> Json:
                 }
             ]
         },
-        "description": "Rewrites, fail-open, latency, answer cache, rules, verify and certificate of ecr-ptc-webhook "
-        "(generated by hack/dashboard.py).",
+        "description": "Rewrites, readiness, fail-open, latency, answer cache, rules, verify and certificate of "
+        "ecr-ptc-webhook (generated by hack/dashboard.py).",
         "editable": True,
         "graphTooltip": 1,
         "id": None,

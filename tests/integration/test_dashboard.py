@@ -40,13 +40,7 @@ DATASOURCE: Final = {"type": "prometheus", "uid": "${datasource}"}
 GRAFANA_VARIABLES: Final = {"__rate_interval", "__range", "__interval"}
 TARGET_LABELS: Final = {"namespace", "job", "pod", "instance"}
 """Labels Prometheus adds to every series it scrapes through the chart's ServiceMonitor."""
-NOT_ON_DASHBOARD: Final[dict[str, str]] = {
-    # Added with the chart's alerts (issue 15), which read them; panels for them are the dashboard's to add.
-    "ecr_ptc_webhook_failed_open": "EcrPtcWebhookFailingOpen reads it; the fail-open panels read errors_total",
-    "ecr_ptc_webhook_ready": "EcrPtcWebhookNoReplicaReady reads it",
-    "ecr_ptc_webhook_not_ready": "EcrPtcWebhookNoReplicaReady's description lists its reasons",
-    "ecr_ptc_webhook_certificate_reload_failing": "EcrPtcWebhookCertificateRotationFailing reads it",
-}
+NOT_ON_DASHBOARD: Final[dict[str, str]] = {}
 """Metric families the webhook exports that no panel shows, each with the reason."""
 
 Json = dict[str, Any]
