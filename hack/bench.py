@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterator, Sequence
 
     from webhook.certs import CertificateFiles
     from webhook.serve.server import EventLoop
@@ -116,6 +116,26 @@ class Stack:
     before: Path | None = None
     """A checkout of an earlier version (``git archive REF | tar -x -C DIR``), run as server ``before`` with this
     venv: the before/after figures of one run."""
+    pin: bool = False
+    """Servers on the last CPU, load generators on the others (``taskset``): the client's CPU does not queue the
+    server's requests, as the API server's does not in a cluster."""
+
+    def server_cpus(self) -> list[str]:
+        """The ``taskset`` prefix for a server, or nothing."""
+        return ["taskset", "-c", str(_cpus()[-1])] if self.pin else []
+
+    def client_cpus(self) -> list[str]:
+        """The ``taskset`` prefix for a load generator, or nothing."""
+        return ["taskset", "-c", ",".join(str(cpu) for cpu in _cpus()[:-1])] if self.pin else []
+
+
+def _cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def can_pin() -> bool:
+    """Whether there are two CPUs or more to split, and ``taskset`` to split them."""
+    return len(_cpus()) >= 2 and shutil.which("taskset") is not None
 
 
 CONSTANT = json.dumps(
@@ -239,9 +259,11 @@ class Load:
     connections: int
 
 
-def run_wrk(port: int, path: str, body: Path, load: Load) -> Result:
+def run_wrk(port: int, path: str, body: Path, load: Load, client: Sequence[str] = ()) -> Result:
+    """Saturating load over ``load.connections`` kept-open connections; ``client``: a ``taskset`` prefix."""
     out = subprocess.run(
         [
+            *client,
             "wrk",
             "-t2",
             f"-c{load.connections}",
@@ -264,7 +286,9 @@ def run_wrk(port: int, path: str, body: Path, load: Load) -> Result:
     return Result(rps, p50, p99, p999, int(match.group(5)), int(match.group(6)))
 
 
-def run_hey(port: int, path: str, body: Path, duration: int, rate: int) -> tuple[float, float, int]:
+def run_hey(  # noqa: PLR0913, PLR0917 - one measurement's settings
+    port: int, path: str, body: Path, duration: int, rate: int, client: Sequence[str] = ()
+) -> tuple[float, float, int]:
     """Fixed-rate load (hey: 5 workers x rate/5 req/s, keep-alive); returns p50 and p99 in ms, and errors.
 
     hey's workers fire on aligned ticks, so N workers send bursts of N requests that queue behind each other; 5 keeps
@@ -273,6 +297,7 @@ def run_hey(port: int, path: str, body: Path, duration: int, rate: int) -> tuple
     workers = 5
     out = subprocess.run(
         [
+            *client,
             "hey",
             "-z",
             f"{duration}s",
@@ -445,7 +470,9 @@ def running(name: str, files: CertificateFiles, stack: Stack) -> Iterator[tuple[
     port = free_port()
     argv, ready_path = server_argv(name, port, files, stack)
     before = stack.before if name == "before" else None  # run from there: `-c` puts the working directory first
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=before)
+    process = subprocess.Popen(
+        [*stack.server_cpus(), *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=before
+    )
     try:
         wait_ready(port, files.ca, ready_path)
         yield port, process.pid
@@ -470,7 +497,7 @@ def soak(files: CertificateFiles, stack: Stack, body: Path, minutes: float, rate
         samples = [rss_mib(pid)]
         print(f"soak: {rate} req/s, 10 containers, {rounds * interval} s; RSS MiB every {interval} s:")
         for _ in range(rounds):
-            p50, p99, errors = run_hey(port, "/mutate", body, interval, rate)
+            p50, p99, errors = run_hey(port, "/mutate", body, interval, rate, stack.client_cpus())
             samples.append(rss_mib(pid))
             print(f"  RSS {samples[-1]:6.1f} MiB  p50 {p50:.2f} ms  p99 {p99:.2f} ms  errors {errors}", flush=True)
     settled = samples[1]
@@ -490,6 +517,11 @@ def main() -> int:
     parser.add_argument(
         "--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="every server's loop"
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="servers on the last CPU, load generators on the others (taskset); default: every process on every CPU",
+    )
     parser.add_argument("--floor", nargs=3, metavar=("PORT", "CERT", "KEY"), help=argparse.SUPPRESS)
     parser.add_argument("--floor-parses", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor-bare", action="store_true", help=argparse.SUPPRESS)
@@ -497,7 +529,7 @@ def main() -> int:
         "--before", type=Path, metavar="DIR", help="also run the webhook of this source tree (git archive REF | tar -x)"
     )
     args = parser.parse_args()
-    stack = Stack(args.event_loop, args.before.resolve() if args.before else None)
+    stack = Stack(args.event_loop, args.before.resolve() if args.before else None, pin=args.pin and can_pin())
     if args.floor:
         port, cert, key = int(args.floor[0]), Path(args.floor[1]), Path(args.floor[2])
         if args.floor_bare:
@@ -520,7 +552,12 @@ def main() -> int:
         script = work / "post.lua"
         script.write_text(WRK_SCRIPT)
         sizes_kb = ", ".join(f"{case}: {bodies[case].stat().st_size / 1000:.1f} KB" for case in cases)
-        print(f"event loop {stack.loop}; bodies {sizes_kb}")
+        pinned = (
+            f"servers on CPU {stack.server_cpus()[-1]}, clients on {stack.client_cpus()[-1]}"
+            if stack.pin
+            else "unpinned"
+        )
+        print(f"event loop {stack.loop}; {pinned}; bodies {sizes_kb}")
         compare(files, stack, bodies, Load(script, args.duration, args.connections), args.rate)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -538,6 +575,7 @@ def compare(files: CertificateFiles, stack: Stack, bodies: dict[str, Path], load
     results: dict[tuple[str, str], Result] = {}
     cpu: dict[tuple[str, str], float] = {}
     fixed: dict[str, tuple[float, float, int, float]] = {}
+    served: dict[str, list[int]] = {}
     ten = case_name(10)
     print(
         f"{'server':8} {'case':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'errors':>7} "
@@ -547,9 +585,10 @@ def compare(files: CertificateFiles, stack: Stack, bodies: dict[str, Path], load
     for name in names:
         with running(name, files, stack) as (port, pid):
             for case, body in bodies.items():
-                run_wrk(port, "/mutate", body, Load(load.script, 2, load.connections))  # warm-up
+                client = stack.client_cpus()
+                run_wrk(port, "/mutate", body, Load(load.script, 2, load.connections), client)  # warm-up
                 before = cpu_seconds(pid)
-                result = results[name, case] = run_wrk(port, "/mutate", body, load)
+                result = results[name, case] = run_wrk(port, "/mutate", body, load, client)
                 cpu[name, case] = (cpu_seconds(pid) - before) / max(result.requests, 1) * 1e6
                 print(
                     f"{name:8} {case:28} {result.rps:>9.0f} {result.p50:>8.2f} {result.p99:>8.2f} "
@@ -558,9 +597,35 @@ def compare(files: CertificateFiles, stack: Stack, bodies: dict[str, Path], load
                 )
             if name in {"floor", "before", "webhook"}:
                 for case in (ten, REALISTIC):
-                    hey = run_hey(port, "/mutate", bodies[case], load.duration, rate)
+                    buckets = mutate_buckets(port, files.ca) if name == "webhook" else []
+                    hey = run_hey(port, "/mutate", bodies[case], load.duration, rate, stack.client_cpus())
                     fixed[f"{name}: {rate} req/s fixed rate, {case}"] = (*hey, peak_rss_mib(pid))
+                    if buckets:
+                        after = mutate_buckets(port, files.ca)
+                        served[case] = [new - old for new, old in zip(after, buckets, strict=True)]
+    for case, counts in served.items():  # before the summary: its ratio lines stay last
+        shares = " / ".join(f"{100 * counts[index] / max(counts[-1], 1):.2f}%" for index in (0, 1))
+        print(
+            f"webhook: {rate} req/s fixed rate, {case}: answered within 0.5 / 1 ms of the request's first byte "
+            f"(its own latency histogram): {shares}"
+        )
     summarise(results, cpu, fixed, tuple(bodies), stack)
+
+
+def mutate_buckets(port: int, ca: Path) -> list[int]:
+    """The webhook's cumulative ``/mutate`` latency bucket counts (``le`` 0.0005, 0.001, ..., ``+Inf``), scraped."""
+    context = ssl.create_default_context(cafile=str(ca))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        chunks = []
+        while chunk := tls.recv(65536):
+            chunks.append(chunk)
+    text = b"".join(chunks).decode()
+    pattern = r'^ecr_ptc_webhook_request_duration_seconds_bucket\{le="[^"]+",path="/mutate"\} (\S+)$'
+    return [int(float(value)) for value in re.findall(pattern, text, re.MULTILINE)]
 
 
 def summarise(
