@@ -19,7 +19,8 @@ from prometheus_client import generate_latest
 from reviews import make_pod, make_review
 from strategies import pods
 
-from webhook.serve.app import create_app
+from webhook.serve import app as app_module
+from webhook.serve.app import RENDERED_ANSWERS, create_app
 from webhook.serve.connection import Connection, Limits, Registry
 from webhook.serve.decision_log import DecisionLog
 from webhook.serve.sparse import SparseReview
@@ -375,3 +376,27 @@ def test_an_error_while_answering_from_the_cache_decides_in_full(rules: Rules, m
 
     monkeypatch.setattr(app, "_render", broken)
     assert exchange(app, request(body))[1] == expected
+
+
+def test_kept_renderings_stay_within_their_bounds(rules: Rules, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_module, "RENDERED_BYTES", 2 * 1024 * 1024)  # 400 templates' renderings hold about 7 MiB
+    app = create_app(rules)
+    images = [f"quay.io/team/app-{index}:1.{index}" for index in range(400)]
+    for image in images:  # each template twice: the second is answered from the cache, and rendered
+        body = json.dumps(make_review(make_pod(image, f"docker.io/library/nginx:1.{len(image)}"))).encode()
+        exchange(app, request(body) + request(_with_identity(body, "other", "other")))
+        assert app.rendered_bytes <= app_module.RENDERED_BYTES
+        assert len(app._rendered) <= RENDERED_ANSWERS
+    assert app.reviews.hits == len(images)
+    assert 0 < len(app._rendered) < len(images)  # started over at least once
+
+
+def test_a_huge_answer_is_rendered_for_its_review_only(rules: Rules) -> None:
+    app = create_app(rules)
+    pod = make_pod(*(f"quay.io/team/app:{index}" for index in range(170)))
+    body = json.dumps(make_review(pod)).encode()
+    first, second = exchange(app, request(body) + request(_with_identity(body, "other", "other")))[1]
+    assert app.reviews.hits == 1
+    assert json.loads(second[2])["response"]["patch"] == json.loads(first[2])["response"]["patch"]
+    assert not app._rendered
+    assert app.rendered_bytes == 0

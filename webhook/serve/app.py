@@ -113,6 +113,8 @@ class WebhookApp:
         """The body must arrive within the API server's ``?timeout=`` (see ``webhook.serve.deadlines``)."""
         self.reviews = ReviewCache()
         self._rendered: dict[int, _Rendered] = {}
+        self.rendered_bytes = 0
+        """What the kept renderings hold, estimated (:func:`_rendered_weight`), at most :data:`RENDERED_BYTES`."""
         """Cached answers ready to serve again, by the identity of their outcome (see :meth:`_from_cache`)."""
         """Answers per pod template (see ``webhook.core.review_cache``)."""
         metrics.count_review_cache(self.reviews)
@@ -251,8 +253,6 @@ class WebhookApp:
 
     def _render(self, outcome: Outcome, mode: Mode) -> _Rendered:
         """What serving ``outcome`` again needs, made once: its body around the uid, its counts, its log flag."""
-        if len(self._rendered) >= RENDERED_ANSWERS:
-            self._rendered.clear()
         response = outcome.body["response"].copy()
         response["uid"] = _UID_MARK
         body = orjson.dumps({**outcome.body, "response": response})
@@ -262,7 +262,15 @@ class WebhookApp:
         plan = outcome.plan
         counts = DecisionCounts({} if plan is None else plan.counts, mode.value)
         left_out = _record_left_out_of(outcome)
-        rendered = self._rendered[id(outcome)] = _Rendered(outcome, prefix, suffix, counts, left_out)
+        rendered = _Rendered(outcome, prefix, suffix, counts, left_out)
+        weight = _rendered_weight(len(body))
+        if weight > RENDERED_BYTES // 64:
+            return rendered  # a huge answer: rendered for this review only, never kept
+        if len(self._rendered) >= RENDERED_ANSWERS or self.rendered_bytes + weight > RENDERED_BYTES:
+            self._rendered.clear()
+            self.rendered_bytes = 0
+        self._rendered[id(outcome)] = rendered
+        self.rendered_bytes += weight
         return rendered
 
     async def _verified(  # noqa: PLR0913, PLR0917 - the state of one review, passed along once
@@ -446,6 +454,21 @@ class _Rendered(NamedTuple):
 RENDERED_ANSWERS: Final = 2048
 """Answers kept rendered, by the identity of the review cache's outcome (twice the cache's size); then it starts
 over. Each holds its outcome, so an identity is never reused while it is here."""
+RENDERED_BYTES: Final = 16 * 1024 * 1024
+"""What the kept renderings may hold, estimated, outcomes kept alive included (an outcome the review cache dropped
+stays alive while its rendering is kept): the review cache's own bound. An answer over a sixty-fourth of it is
+rendered for its review only."""
+
+
+def _rendered_weight(body_bytes: int) -> int:
+    """Bytes a kept rendering holds, estimated.
+
+    The encoded answer, and its outcome (decoded patch, decisions and decision records: a 10-container pod's outcome
+    holds about ten times its 1.9 KB answer, measured with tracemalloc; see ``webhook.core.review_cache``).
+    """
+    return 12 * body_bytes + 2048
+
+
 _UID_MARK: Final = "\x00ecr-ptc-webhook uid\x00"
 """A uid no review has (the API server's are UUIDs): where the answer is cut to put each review's uid in."""
 
