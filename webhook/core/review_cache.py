@@ -79,22 +79,22 @@ class ReviewCache:
         if vetoes or not _is_pod_create(request) or request.object is None:
             return review(request, rules, mode, vetoes)
         self._follow(rules)
-        template = pod_template_key(request.object)
-        cache_key = (mode, template if key is None else key)
-        found = self._outcomes.get(cache_key)
-        if found is not None and _record_fits(request.object, found[0]):
-            self.hits += 1
-            self._outcomes.move_to_end(cache_key)
-            return found[0].answering(request)
+        template = pod_template_key(request.object) if key is None else None
+        annotations = _annotations_of(request.object)
+        found = self.lookup(template if key is None else key, rules, mode, annotations)
+        if found is not None:
+            return found.answering(request)
         outcome = review(request, rules, mode)
-        if outcome.error is not None or not _record_fits(request.object, outcome):
+        if outcome.error is not None or not _annotations_fit(annotations, outcome):
             # A failure is reported (logged, counted) each time it happens, never replayed; a pod whose annotations
             # left no room for the record is answered for itself (the record's room depends on every annotation).
             return outcome
+        if template is None:  # the caller's key: the template key only to weigh the answer, once per miss
+            template = pod_template_key(request.object)
         weight = _weight(template, outcome)
         if weight <= self.max_bytes // 64:
             self.misses += 1
-            self._outcomes[cache_key] = (outcome, weight)
+            self._outcomes[mode, template if key is None else key] = (outcome, weight)
             self.bytes += weight
             while len(self._outcomes) > self.maxsize or self.bytes > self.max_bytes:
                 _, (_, dropped) = self._outcomes.popitem(last=False)
@@ -127,19 +127,19 @@ class ReviewCache:
             self._rules = rules
 
 
-def _record_fits(pod: Mapping[str, Any], outcome: Outcome) -> bool:
-    """Whether ``outcome``'s patch suits ``pod``'s annotations: the record it writes fits them, or it needs none.
+def _annotations_of(pod: Mapping[str, Any]) -> object:
+    """A pod's annotations (``None`` without metadata)."""
+    metadata = pod.get("metadata")
+    return metadata.get("annotations") if is_json_object(metadata) else None
+
+
+def _annotations_fit(annotations: object, outcome: Outcome) -> bool:
+    """Whether ``outcome``'s patch suits a pod's ``annotations``: the record it writes fits them, or it needs none.
 
     Pods of one template share their image slots and record, not their other annotations: a cached record that
     would push this pod over the annotation limit is not reused (``review`` then answers without it), and an answer
     that left the record out for lack of room is never kept.
     """
-    metadata = pod.get("metadata")
-    return _annotations_fit(metadata.get("annotations") if is_json_object(metadata) else None, outcome)
-
-
-def _annotations_fit(annotations: object, outcome: Outcome) -> bool:
-    """:func:`_record_fits` for a pod's annotations (``None`` when it has none)."""
     plan = outcome.plan
     if plan is None or not plan.patch or outcome.body["response"].get("patchType") is None:
         return True
