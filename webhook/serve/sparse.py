@@ -194,16 +194,6 @@ def decode_sparse(raw: bytes) -> SparseReview | None:
         return None
 
 
-def decode_review(raw: bytes) -> Review | None:
-    """The review in ``raw``, as :func:`parse_review` returns it; ``None`` when the general decode must decide.
-
-    Raises :class:`webhook.exceptions.AdmissionError` exactly where the general path would (a body that is JSON and
-    fits these shapes but is not a valid review).
-    """
-    sparse = decode_sparse(raw)
-    return None if sparse is None else sparse.review()
-
-
 def _build(review: _Review) -> Review:
     request = review.request
     body: dict[str, Any] = {"apiVersion": review.api_version, "kind": review.kind}
