@@ -33,6 +33,7 @@ from webhook.serve.sparse import SparseReview, decode_sparse
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from webhook.core.patch import PodPlan
     from webhook.core.rules import Decision, Rules
 
 log = logging.getLogger("webhook.decisions")
@@ -237,16 +238,11 @@ class WebhookApp:
             rendered = self._rendered.get(id(outcome))
             if rendered is None or rendered.outcome is not outcome:
                 rendered = self._render(outcome, effective)
-            uid, namespace, name = sparse.identity()
-            plan = outcome.plan
-            if plan is not None:
+            identity = sparse.identity()
+            if outcome.plan is not None:
                 self.metrics.count_served(rendered.counts)
-                if plan.decisions and self.decision_log.enabled:
-                    review = {"uid": uid, "namespace": namespace, "pod": name, "mode": effective.value}
-                    if rendered.left_out:
-                        review["annotation"] = ANNOTATION_LEFT_OUT
-                    self.decision_log.write(review, plan.records)
-            return rendered.prefix + orjson.dumps(uid) + rendered.suffix
+                _log_decisions(self.decision_log, outcome.plan, identity, effective, left_out=rendered.left_out)
+            return rendered.prefix + orjson.dumps(identity[0]) + rendered.suffix
         except Exception:  # the full path then answers, or fails open as it does
             log.exception("answer from the review cache failed; deciding in full")
             return None
@@ -415,11 +411,20 @@ def _record(request: Review, outcome: Outcome, mode: Mode, metrics: Metrics, dec
     if outcome.plan is None:
         return
     metrics.count_decisions(outcome.plan.counts, mode.value)
-    if outcome.plan.decisions and decisions.enabled:
-        review = {"uid": request.uid, "namespace": request.namespace, "pod": request.name, "mode": mode.value}
-        if _record_left_out(request, outcome):
+    left_out = _record_left_out(request, outcome)
+    _log_decisions(decisions, outcome.plan, (request.uid, request.namespace, request.name), mode, left_out=left_out)
+
+
+def _log_decisions(
+    decisions: DecisionLog, plan: PodPlan, identity: tuple[str, str, str], mode: Mode, *, left_out: bool
+) -> None:
+    """The decision lines of one review; ``identity``: its uid, namespace and pod name."""
+    if plan.decisions and decisions.enabled:
+        uid, namespace, name = identity
+        review = {"uid": uid, "namespace": namespace, "pod": name, "mode": mode.value}
+        if left_out:
             review["annotation"] = ANNOTATION_LEFT_OUT
-        decisions.write(review, outcome.plan.records)
+        decisions.write(review, plan.records)
 
 
 ANNOTATION_LEFT_OUT: Final = "left out: the pod's annotations would exceed 262144 bytes"
