@@ -226,18 +226,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_ready(port: int, ca: Path, path: str) -> None:
+def https_get(port: int, ca: Path, path: str, *, timeout: float = 5, whole: bool = True) -> bytes:
+    """``GET path`` over TLS on loopback, ``Connection: close``: the whole answer, or its first bytes."""
     context = ssl.create_default_context(cafile=str(ca))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+        if not whole:
+            return tls.recv(64)
+        chunks = []
+        while chunk := tls.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def wait_ready(port: int, ca: Path, path: str) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            with (
-                socket.create_connection(("127.0.0.1", port), timeout=1) as raw,
-                context.wrap_socket(raw, server_hostname="localhost") as tls,
-            ):
-                tls.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
-                if tls.recv(64).startswith(b"HTTP/1.1 "):
-                    return
+            if https_get(port, ca, path, timeout=1, whole=False).startswith(b"HTTP/1.1 "):
+                return
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"server on port {port} did not come up")
@@ -614,16 +624,7 @@ def compare(files: CertificateFiles, stack: Stack, bodies: dict[str, Path], load
 
 def mutate_buckets(port: int, ca: Path) -> list[int]:
     """The webhook's cumulative ``/mutate`` latency bucket counts (``le`` 0.0005, 0.001, ..., ``+Inf``), scraped."""
-    context = ssl.create_default_context(cafile=str(ca))
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        context.wrap_socket(raw, server_hostname="localhost") as tls,
-    ):
-        tls.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        chunks = []
-        while chunk := tls.recv(65536):
-            chunks.append(chunk)
-    text = b"".join(chunks).decode()
+    text = https_get(port, ca, "/metrics").decode()
     pattern = r'^ecr_ptc_webhook_request_duration_seconds_bucket\{le="[^"]+",path="/mutate"\} (\S+)$'
     return [int(float(value)) for value in re.findall(pattern, text, re.MULTILINE)]
 
