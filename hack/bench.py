@@ -1,7 +1,7 @@
-"""Admission throughput, latency and CPU: the webhook against reference servers on the same TLS stack, wrk and hey.
+"""Admission throughput, latency and CPU: the webhook against reference servers on the same TLS stack.
 
 The webhook runs as deployed (log level info: one JSON line per decision, here to /dev/null), on its own connection
-layer (uvloop + httptools, webhook.serve.connection). Three references, each one process, one after the other:
+layer (uvloop + httptools, webhook.serve.connection). Three references, each one process:
 
 - floor: uvicorn over the same TLS setup answering a constant AdmissionReview without parsing: HTTP + TLS as the
   webhook was served before issue 13. The throughput ratios are to this floor, so they compare across machines.
@@ -10,13 +10,26 @@ layer (uvloop + httptools, webhook.serve.connection). Three references, each one
   admission is printed against it, so the distance left is visible.
 
 Pod cases: 1, 10 and 100 containers (image and name only, as before), and a realistic 10-container Deployment pod
-(about 16.8 KB: env, ports, probes, mounts, resources, securityContext, the projected service-account volume). The
-last two lines read ``throughput ratio webhook/floor (10 containers): 0.NN`` and ``throughput ratio webhook/floor
-(10 containers, realistic pod): 0.NN``. Nothing here is a test: it only prints figures.
+(about 17 KB: env, ports, probes, mounts, resources, securityContext, the projected service-account volume).
 
-    hack/bench                         # the full run (about 5 minutes)
-    hack/bench --duration 5 --quick    # a smoke run: the two 10-container cases
-    hack/bench --soak 10               # 10 minutes at 1,000 req/s, RSS every 30 s (memory must stay flat)
+Throughput: every server is started once and stays up (idle while another is measured); Debian's ``wrk`` saturates
+each in turn over 16 kept-open connections, for every case, and the whole sequence runs ``--rounds`` times (A B A B:
+a slow minute of a shared machine lands on every server, not on one). Each figure is the median of its rounds, and
+each ratio the median of the rounds' own ratios; every round's ratios are printed as it ends, so the spread shows.
+
+Latency at a fixed rate: ``hack/openload.py``, an open-loop client with Poisson arrivals over 8 kept-open
+connections, measured from when each request was due (see its docstring; ``hey``'s workers fire in aligned bursts
+and wait for each answer, which measured the client more than the server). On a virtual machine a CPU that idles
+between requests wakes late, so each figure is taken twice: with every CPU kept out of idle by a ``SCHED_IDLE``
+spinner (see :func:`kept_awake`) and with idle CPUs; the machine's own wake-up lateness is printed for both.
+
+The last two lines read ``throughput ratio webhook/floor (10 containers): 0.NN`` and ``throughput ratio
+webhook/floor (10 containers, realistic pod): 0.NN``. Nothing here is a test: it only prints figures.
+
+    hack/bench                         # the full run (about 8 minutes)
+    hack/bench --quick                 # the two 10-container cases (about 4 minutes)
+    hack/bench --quick --before DIR    # also an earlier tree: before and after in one run
+    hack/bench --soak 10               # 10 minutes at 1,000 req/s (hey), RSS every 30 s (memory must stay flat)
     hack/bench --event-loop asyncio    # every server on asyncio's own loop
 """
 
@@ -267,6 +280,90 @@ class Load:
     script: Path
     duration: int
     connections: int
+    rounds: int = 1
+
+
+@dataclass(frozen=True)
+class Latency:
+    """How the fixed-rate latency is measured (``hack/openload.py``)."""
+
+    rate: int
+    duration: int
+    connections: int
+    awake: bool
+    """Also measure with every CPU kept out of idle (:func:`kept_awake`), and print the machine's wake-up lateness."""
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """What ``hack/openload.py`` measured, in ms."""
+
+    p50: float
+    p99: float
+    p999: float
+    errors: int
+    late_p99: float
+    """How late the client itself sent, at p99: its share of the latency."""
+
+
+def run_openload(  # noqa: PLR0913 - one measurement's settings
+    port: int, ca: Path, body: Path, latency: Latency, client: Sequence[str] = (), *, sleep_only: bool = False
+) -> Fixed:
+    """Open-loop Poisson load at ``latency.rate`` (hack/openload.py); ``sleep_only``: the client's wake-ups alone."""
+    out = subprocess.run(
+        [
+            *client,
+            sys.executable,
+            str(Path(__file__).with_name("openload.py")),
+            "--port",
+            str(port),
+            "--ca",
+            str(ca),
+            "--body",
+            str(body),
+            "--rate",
+            str(latency.rate),
+            "--duration",
+            str(latency.duration),
+            "--connections",
+            str(latency.connections),
+            *(("--sleep-only",) if sleep_only else ()),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"errors=(\d+) p50=(\S+) p90=\S+ p99=(\S+) p999=(\S+) max=\S+ late_p99=(\S+)", out)
+    if match is None:
+        raise SystemExit(f"openload printed no figures:\n{out}")
+    p50, p99, p999, late = (float(value) for value in match.group(2, 3, 4, 5))
+    return Fixed(p50, p99, p999, int(match.group(1)), late)
+
+
+@contextlib.contextmanager
+def kept_awake(*, enabled: bool) -> Iterator[None]:
+    """While inside, a ``SCHED_IDLE`` spinner on every CPU keeps it out of idle, if ``enabled`` (and ``chrt`` exists).
+
+    On a virtual machine, a CPU that went idle between requests wakes late: on the 2-vCPU machine these figures were
+    first taken on, a thread sleeping at 1,000 wake-ups/s woke 1.2 ms late at p99 with idle CPUs, and 0.06 ms late
+    with the spinners. A ``SCHED_IDLE`` task runs only when nothing else wants the CPU and yields at once to any
+    task that wakes, so it takes nothing from the servers or the client: it removes the machine's idle exits from
+    the figures (a node busy with other pods rarely idles), which are printed both ways.
+    """
+    if not enabled or shutil.which("chrt") is None or shutil.which("taskset") is None:
+        yield
+        return
+    spinners = [
+        subprocess.Popen(["taskset", "-c", str(cpu), "chrt", "--idle", "0", sys.executable, "-c", "while True: pass"])
+        for cpu in _cpus()
+    ]
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 def run_wrk(port: int, path: str, body: Path, load: Load, client: Sequence[str] = ()) -> Result:
@@ -519,9 +616,17 @@ def soak(files: CertificateFiles, stack: Stack, body: Path, minutes: float, rate
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk measurement (of each round)")
+    parser.add_argument("--rounds", type=int, default=3, help="wrk rounds, each server in turn in each (A B A B)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (kept open, like the API server)")
     parser.add_argument("--rate", type=int, default=1000, help="requests/s for the fixed-rate latency check")
+    parser.add_argument("--latency-duration", type=int, default=10, help="seconds per fixed-rate latency measurement")
+    parser.add_argument(
+        "--latency-connections", type=int, default=8, help="kept-open connections of the fixed-rate load"
+    )
+    parser.add_argument(
+        "--idle-only", action="store_true", help="fixed-rate latency with idle CPUs only (not also kept awake)"
+    )
     parser.add_argument("--quick", action="store_true", help="only the two 10-container cases")
     parser.add_argument("--soak", type=float, metavar="MINUTES", help="instead: fixed-rate soak, RSS over time")
     parser.add_argument(
@@ -568,7 +673,9 @@ def main() -> int:
             else "unpinned"
         )
         print(f"event loop {stack.loop}; {pinned}; bodies {sizes_kb}")
-        compare(files, stack, bodies, Load(script, args.duration, args.connections), args.rate)
+        load = Load(script, args.duration, args.connections, max(1, args.rounds))
+        latency = Latency(args.rate, args.latency_duration, args.latency_connections, awake=not args.idle_only)
+        compare(files, stack, bodies, load, latency)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
@@ -580,46 +687,108 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def compare(files: CertificateFiles, stack: Stack, bodies: dict[str, Path], load: Load, rate: int) -> None:
-    """Each server in turn: wrk per case (with CPU per request), hey at a fixed rate; the table, then the ratios."""
-    results: dict[tuple[str, str], Result] = {}
-    cpu: dict[tuple[str, str], float] = {}
-    fixed: dict[str, tuple[float, float, int, float]] = {}
-    served: dict[str, list[int]] = {}
-    ten = case_name(10)
-    print(
-        f"{'server':8} {'case':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'errors':>7} "
-        f"{'CPU us/req':>10}"
-    )
+def compare(files: CertificateFiles, stack: Stack, bodies: dict[str, Path], load: Load, latency: Latency) -> None:
+    """Every server up at once (idle but for the one measured); wrk rounds A B A B; then fixed-rate latency."""
     names = ("floor", "parse", "bare", *(("before",) if stack.before else ()), "webhook")
-    for name in names:
-        with running(name, files, stack) as (port, pid):
-            for case, body in bodies.items():
-                client = stack.client_cpus()
-                run_wrk(port, "/mutate", body, Load(load.script, 2, load.connections), client)  # warm-up
-                before = cpu_seconds(pid)
-                result = results[name, case] = run_wrk(port, "/mutate", body, load, client)
-                cpu[name, case] = (cpu_seconds(pid) - before) / max(result.requests, 1) * 1e6
-                print(
-                    f"{name:8} {case:28} {result.rps:>9.0f} {result.p50:>8.2f} {result.p99:>8.2f} "
-                    f"{result.p999:>9.2f} {result.errors:>7} {cpu[name, case]:>10.1f}",
-                    flush=True,
-                )
-            if name in {"floor", "before", "webhook"}:
-                for case in (ten, REALISTIC):
-                    buckets = mutate_buckets(port, files.ca) if name == "webhook" else []
-                    hey = run_hey(port, "/mutate", bodies[case], load.duration, rate, stack.client_cpus())
-                    fixed[f"{name}: {rate} req/s fixed rate, {case}"] = (*hey, peak_rss_mib(pid))
-                    if buckets:
-                        after = mutate_buckets(port, files.ca)
-                        served[case] = [new - old for new, old in zip(after, buckets, strict=True)]
-    for case, counts in served.items():  # before the summary: its ratio lines stay last
+    with contextlib.ExitStack() as servers_up:
+        servers = {name: servers_up.enter_context(running(name, files, stack)) for name in names}
+        rounds, cpu = measure_throughput(servers, bodies, load, stack.client_cpus())
+        print_table(rounds, cpu, names, tuple(bodies))
+        fixed, served = measure_latency(servers, files.ca, bodies, latency, stack.client_cpus())
+        peaks = {name: peak_rss_mib(pid) for name, (_port, pid) in servers.items()}
+    for case, counts in served.items():
         shares = " / ".join(f"{100 * counts[index] / max(counts[-1], 1):.2f}%" for index in (0, 1))
         print(
-            f"webhook: {rate} req/s fixed rate, {case}: answered within 0.5 / 1 ms of the request's first byte "
-            f"(its own latency histogram): {shares}"
+            f"webhook: {latency.rate} req/s open loop, {case}, CPUs kept awake: answered within 0.5 / 1 ms of the "
+            f"request's first byte (its own latency histogram): {shares}"
         )
-    summarise(results, cpu, fixed, tuple(bodies), stack)
+    summarise(rounds, cpu, fixed, peaks, tuple(bodies), stack, latency)
+
+
+Servers = dict[str, tuple[int, int]]
+"""Each running server's port and pid, by name."""
+Rounds = list[dict[tuple[str, str], Result]]
+"""Each round's wrk figures, by server and case."""
+
+
+def measure_throughput(
+    servers: Servers, bodies: dict[str, Path], load: Load, client: Sequence[str]
+) -> tuple[Rounds, dict[tuple[str, str], list[float]]]:
+    """wrk against every server and case, ``load.rounds`` times in the same order; the figures and CPU us/request."""
+    for port, _pid in servers.values():
+        for body in bodies.values():
+            run_wrk(port, "/mutate", body, Load(load.script, 2, load.connections), client)  # warm-up
+    rounds: Rounds = []
+    cpu: dict[tuple[str, str], list[float]] = {}
+    for number in range(1, load.rounds + 1):
+        results: dict[tuple[str, str], Result] = {}
+        for case, body in bodies.items():
+            for name, (port, pid) in servers.items():
+                before = cpu_seconds(pid)
+                result = results[name, case] = run_wrk(port, "/mutate", body, load, client)
+                cpu.setdefault((name, case), []).append((cpu_seconds(pid) - before) / max(result.requests, 1) * 1e6)
+        rounds.append(results)
+        ratios = ", ".join(f"{case} {results['webhook', case].rps / results['floor', case].rps:.2f}" for case in bodies)
+        print(f"round {number}/{load.rounds}: throughput ratio webhook/floor: {ratios}", flush=True)
+    return rounds, cpu
+
+
+def measure_latency(
+    servers: Servers, ca: Path, bodies: dict[str, Path], latency: Latency, client: Sequence[str]
+) -> tuple[dict[tuple[str, str, bool], Fixed], dict[str, list[int]]]:
+    """Open-loop fixed-rate latency of every server but ``parse``, with CPUs kept awake, then idle; and the share
+    the webhook answered within 0.5 and 1 ms by its own histogram (CPUs kept awake)."""
+    ten = case_name(10)
+    fixed: dict[tuple[str, str, bool], Fixed] = {}
+    served: dict[str, list[int]] = {}
+    for awake in (True, False) if latency.awake else (False,):
+        with kept_awake(enabled=awake):
+            wakeups = run_openload(0, ca, bodies[ten], latency, client, sleep_only=True)
+            cpus = "CPUs kept awake" if awake else "idle CPUs"
+            print(
+                f"machine: a thread's wake-up lateness at {latency.rate}/s, {cpus}: p50 {wakeups.p50:.3f} ms, "
+                f"p99 {wakeups.p99:.3f} ms, p99.9 {wakeups.p999:.3f} ms",
+                flush=True,
+            )
+            for case in (ten, REALISTIC):
+                for name, (port, _pid) in servers.items():
+                    if name == "parse":
+                        continue
+                    buckets = mutate_buckets(port, ca) if name == "webhook" and awake else []
+                    fixed[name, case, awake] = run_openload(port, ca, bodies[case], latency, client)
+                    if buckets:
+                        after = mutate_buckets(port, ca)
+                        served[case] = [new - old for new, old in zip(after, buckets, strict=True)]
+    return fixed, served
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def print_table(
+    rounds: list[dict[tuple[str, str], Result]],
+    cpu: dict[tuple[str, str], list[float]],
+    names: Sequence[str],
+    cases: tuple[str, ...],
+) -> None:
+    """Per server and case: the median round's wrk figures, errors over all rounds, median CPU per request."""
+    print(
+        f"{'server':8} {'case':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'errors':>7} "
+        f"{'CPU us/req':>10}   (medians of {len(rounds)} rounds)"
+    )
+    for case in cases:
+        for name in names:
+            results = sorted((results[name, case] for results in rounds), key=lambda result: result.rps)
+            middle = results[len(results) // 2]
+            errors = sum(result.errors for result in results)
+            print(
+                f"{name:8} {case:28} {median([result.rps for result in results]):>9.0f} {middle.p50:>8.2f} "
+                f"{middle.p99:>8.2f} {middle.p999:>9.2f} {errors:>7} {median(cpu[name, case]):>10.1f}",
+                flush=True,
+            )
 
 
 def mutate_buckets(port: int, ca: Path) -> list[int]:
@@ -629,34 +798,42 @@ def mutate_buckets(port: int, ca: Path) -> list[int]:
     return [int(float(value)) for value in re.findall(pattern, text, re.MULTILINE)]
 
 
-def summarise(
-    results: dict[tuple[str, str], Result],
-    cpu: dict[tuple[str, str], float],
-    fixed: dict[str, tuple[float, float, int, float]],
+def summarise(  # noqa: PLR0913, PLR0917 - one run's figures
+    rounds: list[dict[tuple[str, str], Result]],
+    cpu: dict[tuple[str, str], list[float]],
+    fixed: dict[tuple[str, str, bool], Fixed],
+    peaks: dict[str, float],
     cases: tuple[str, ...],
     stack: Stack,
+    latency: Latency,
 ) -> None:
-    """The fixed-rate lines, CPU per admission, then the ratios: the two 10-container ones last."""
+    """The fixed-rate lines, CPU per admission, then the ratios (medians of the rounds'): the two 10-container last."""
     ten = case_name(10)
-    bodies = cases
-    for label, (p50, p99, errors, peak) in fixed.items():
-        print(f"{label}: p50 {p50:.2f} ms, p99 {p99:.2f} ms, errors {errors}; peak RSS {peak:.0f} MiB")
-    for case in bodies:
-        ratio = results["parse", case].rps / results["floor", case].rps
-        print(f"throughput ratio parse-only/floor ({case}): {ratio:.2f}")
-    for case in bodies:
-        extra = cpu["webhook", case] - cpu["bare", case]
+
+    def ratio(name: str, case: str) -> float:
+        return median([results[name, case].rps / results["floor", case].rps for results in rounds])
+
+    for (name, case, awake), figures in fixed.items():
+        cpus = "CPUs kept awake" if awake else "idle CPUs"
         print(
-            f"CPU per admission ({case}): webhook {cpu['webhook', case]:.1f} us, bare protocol "
-            f"{cpu['bare', case]:.1f} us (the stack's floor), {extra:.1f} us ours"
+            f"{name}: {latency.rate} req/s open loop, {case}, {cpus}: p50 {figures.p50:.2f} ms, "
+            f"p99 {figures.p99:.2f} ms, p99.9 {figures.p999:.2f} ms, errors {figures.errors}; "
+            f"client late p99 {figures.late_p99:.2f} ms"
+        )
+    print("peak RSS: " + ", ".join(f"{name} {peak:.0f} MiB" for name, peak in peaks.items()))
+    for case in cases:
+        print(f"throughput ratio parse-only/floor ({case}): {ratio('parse', case):.2f}")
+    for case in cases:
+        ours, bare = median(cpu["webhook", case]), median(cpu["bare", case])
+        print(
+            f"CPU per admission ({case}): webhook {ours:.1f} us, bare protocol {bare:.1f} us (the stack's floor), "
+            f"{ours - bare:.1f} us ours"
         )
     if stack.before:
-        for case in bodies:
-            ratio = results["before", case].rps / results["floor", case].rps
-            print(f"throughput ratio before/floor ({case}): {ratio:.2f}")
-    for case in (*(case for case in bodies if case not in {ten, REALISTIC}), ten, REALISTIC):
-        ratio = results["webhook", case].rps / results["floor", case].rps
-        print(f"throughput ratio webhook/floor ({case}): {ratio:.2f}")
+        for case in cases:
+            print(f"throughput ratio before/floor ({case}): {ratio('before', case):.2f}")
+    for case in (*(case for case in cases if case not in {ten, REALISTIC}), ten, REALISTIC):
+        print(f"throughput ratio webhook/floor ({case}): {ratio('webhook', case):.2f}")
 
 
 if __name__ == "__main__":
