@@ -41,6 +41,7 @@ class FakeTransport:
         self.writes: list[bytes] = []
         self.closed = False
         self.reading = True
+        self.pauses = 0
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
@@ -53,6 +54,7 @@ class FakeTransport:
 
     def pause_reading(self) -> None:
         self.reading = False
+        self.pauses += 1
 
     def resume_reading(self) -> None:
         self.reading = True
@@ -206,6 +208,31 @@ def test_a_chunked_body_is_read_whole(rules: Rules) -> None:
     head = b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     _, answers = exchange(create_app(rules), head + chunks)
     assert [status for status, _, _ in answers] == [200]
+
+
+def test_reading_pauses_only_while_an_answer_is_pending(rules: Rules) -> None:
+    """An answer made at once needs no pause; one that awaits (the FastAPI app here) stops reading until written."""
+
+    async def run() -> tuple[FakeTransport, bool, int]:
+        connection = Connection(create_app(rules), Registry(8), Limits())
+        transport = FakeTransport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        connection.data_received(request(json.dumps(make_review(make_pod(QUAY))).encode()))
+        after_mutate = transport.pauses
+        connection.data_received(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        reading_while_pending = transport.reading
+        for _ in range(100):
+            if connection.task is None:
+                break
+            await asyncio.sleep(0)
+        connection.connection_lost(None)
+        return transport, reading_while_pending, after_mutate
+
+    transport, reading_while_pending, after_mutate = asyncio.run(run())
+    assert after_mutate == 0
+    assert not reading_while_pending
+    assert transport.reading
+    assert [status for status, _, _ in parse_answers(b"".join(transport.writes))] == [200, 200]
 
 
 @pytest.mark.parametrize(

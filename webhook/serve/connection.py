@@ -360,7 +360,6 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         """The request is in: answer it, or queue it behind the one being answered (pipelining)."""
         self._disarm()
-        self._pause()  # nothing more is read until this request is answered
         request = _Request(
             path=self._path,
             raw_path=self._raw_path,
@@ -379,6 +378,8 @@ class Connection(asyncio.Protocol):
             self._queue.append(request)
         else:
             self._dispatch(request)
+        if self._busy:
+            self._pause()  # nothing more is read until the answer is made (most are made before this line)
 
     def _dispatch(self, request: _Request) -> None:
         self._busy = True

@@ -111,6 +111,8 @@ class DecisionLog:
             logging.getLogger(_LOG_NAME).warning("decision log lines lost: %s", error)
 
     def _schedule_flush(self) -> None:
+        if self._timer_loop is not None and self._timer_loop.is_running():
+            return  # a flush is scheduled on the running loop (this one: used from its thread only)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not on an event loop (a script, a test): nothing would flush later
