@@ -14,9 +14,11 @@ other and of how fast the webhook answered the last one. This client models that
   client inflated is visible as such. Workers ask for 1 us timer slack (Linux's default is 50 us).
 
     .venv/bin/python hack/openload.py --port 8443 --ca ca.crt --body review.json --rate 1000 --duration 10
+    .venv/bin/python hack/openload.py --sleep-only    # the machine's own wake-up lateness, no server needed
 
-Prints one line: ``OPENLOAD requests=N errors=N p50=MS p90=MS p99=MS p999=MS max=MS late_p99=MS``. Run by
-``hack/bench`` pinned to the client CPUs; nothing here is a test.
+Prints one line: ``OPENLOAD requests=N errors=N p50=MS p90=MS p99=MS p999=MS max=MS late_p99=MS`` (with
+``--sleep-only``, latency is the wake-ups' lateness). Run by ``hack/bench``, on the client CPUs with ``--pin``;
+nothing here is a test.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class Plan:
     """One worker's connection and arrivals (``perf_counter`` times: one clock for every process)."""
 
     port: int
-    ca: Path
+    ca: Path | None
     request: bytes
     """Empty: wake at each arrival, send nothing."""
     rate: float
@@ -131,7 +133,8 @@ class Plan:
 
 def drive(plan: Plan) -> Tally:
     """In a worker process: send ``plan.request`` on one kept-open connection at Poisson arrivals of ``plan.rate``."""
-    connection = Connection(plan.port, ssl.create_default_context(cafile=str(plan.ca)))
+    context = ssl.create_default_context(cafile=str(plan.ca)) if plan.request else ssl.create_default_context()
+    connection = Connection(plan.port, context)
     request, rate, stop, measure_from = plan.request, plan.rate, plan.stop, plan.measure_from
     if request:  # the handshake before the clock starts: the API server's pool is warm
         connection.exchange(request)
@@ -167,9 +170,9 @@ def quantile(ordered: list[float], share: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--ca", type=Path, required=True, help="the CA that signed the server's certificate")
-    parser.add_argument("--body", type=Path, required=True, help="the AdmissionReview to POST")
+    parser.add_argument("--port", type=int, default=0, help="the server's port on 127.0.0.1")
+    parser.add_argument("--ca", type=Path, help="the CA that signed the server's certificate")
+    parser.add_argument("--body", type=Path, help="the AdmissionReview to POST")
     parser.add_argument("--path", default="/mutate?timeout=10s")
     parser.add_argument("--rate", type=float, default=1000, help="mean requests/s, all connections together")
     parser.add_argument("--duration", type=float, default=10, help="seconds measured")
@@ -182,7 +185,9 @@ def main() -> int:
         help="send nothing: the same threads only wake at each arrival (what the machine's wake-ups alone cost)",
     )
     args = parser.parse_args()
-    body = args.body.read_bytes()
+    if not args.sleep_only and (not args.port or args.ca is None or args.body is None):
+        parser.error("--port, --ca and --body are needed unless --sleep-only")
+    body = b"" if args.sleep_only else args.body.read_bytes()
     request = (
         b""
         if args.sleep_only
