@@ -4,6 +4,10 @@
 runs the app in-process on uvloop, with a distinct uid per review as the API server sends, and compares the Python
 objects held (tracemalloc) after a warm-up and after many more reviews. Prints the growth and its largest sources.
 
+Reviews go through the admission port's own connection layer (``webhook.serve.connection``, with a transport that
+only counts what is written): the path the API server's requests take, cache hits included. ``--through asgi``
+sends them through the FastAPI app instead, as the webhook was served before issue 13.
+
     .venv/bin/python hack/memory.py                  # 200,000 reviews after 50,000 of warm-up
     .venv/bin/python hack/memory.py --reviews 20000  # quicker
 """
@@ -37,6 +41,7 @@ from webhook import logs  # noqa: E402
 from webhook.config import load_config  # noqa: E402
 from webhook.core.rules import Rules  # noqa: E402
 from webhook.serve.app import WebhookApp, create_app  # noqa: E402
+from webhook.serve.connection import Connection, Limits, Registry  # noqa: E402
 
 
 def review_bodies(count: int) -> list[bytes]:
@@ -67,25 +72,85 @@ async def admit(app: WebhookApp, bodies: list[bytes], count: int) -> None:
             await asyncio.sleep(0.3)
 
 
+class CountingTransport(asyncio.Transport):
+    """What a connection writes to, counted and dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answers = 0
+        self.statuses: set[bytes] = set()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.answers += 1
+        self.statuses.add(bytes(data[9:12]))
+
+    def pause_reading(self) -> None:
+        return None
+
+    def resume_reading(self) -> None:
+        return None
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        return None
+
+
+async def admit_through_connection(connection: Connection, bodies: list[bytes], count: int) -> None:
+    """``count`` admissions fed to one kept-open connection, as the API server sends them; yields now and then."""
+    requests = [
+        b"POST /mutate?timeout=10s HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        for body in bodies
+    ]
+    for index in range(count):
+        connection.data_received(requests[index % len(requests)])
+        if index % 5000 == 0:
+            await asyncio.sleep(0.3)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--warm-up", type=int, default=50_000)
     parser.add_argument("--reviews", type=int, default=200_000)
+    parser.add_argument("--through", choices=["connection", "asgi"], default="connection")
     args = parser.parse_args()
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # the decision lines, as in hack/bench
     logs.configure("info")
     app = create_app(Rules(load_config(CONFIG)))
     bodies = review_bodies(1000)
     loop = uvloop.new_event_loop()
-    loop.run_until_complete(admit(app, bodies, args.warm_up))
+    transport = CountingTransport()
+
+    def run(count: int) -> None:
+        if args.through == "asgi":
+            loop.run_until_complete(admit(app, bodies, count))
+            return
+
+        async def fed() -> None:
+            await admit_through_connection(connection, bodies, count)
+
+        loop.run_until_complete(fed())
+
+    async def connected() -> Connection:
+        made = Connection(app, Registry(16), Limits())
+        made.connection_made(transport)
+        return made
+
+    connection = loop.run_until_complete(connected())
+    run(args.warm_up)
     gc.collect()
     tracemalloc.start(10)
     before = tracemalloc.take_snapshot()
-    loop.run_until_complete(admit(app, bodies, args.reviews))
+    run(args.reviews)
+    app.decision_log.flush()
     gc.collect()
     after = tracemalloc.take_snapshot()
     growth = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
-    print(f"Python memory held after {args.reviews:,} more reviews: {growth:+,} bytes")
+    statuses = ", ".join(sorted(status.decode() for status in transport.statuses))
+    answers = f"; {transport.answers:,} answers written, status {statuses}" if args.through == "connection" else ""
+    print(f"Python memory held after {args.reviews:,} more reviews ({args.through}): {growth:+,} bytes{answers}")
     for stat in after.compare_to(before, "lineno")[:5]:
         print(f"  {stat}")
     return 0
