@@ -45,6 +45,7 @@ import shutil
 import signal
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -762,12 +763,6 @@ def measure_latency(
     return fixed, served
 
 
-def median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def print_table(
     rounds: list[dict[tuple[str, str], Result]],
     cpu: dict[tuple[str, str], list[float]],
@@ -785,8 +780,8 @@ def print_table(
             middle = results[len(results) // 2]
             errors = sum(result.errors for result in results)
             print(
-                f"{name:8} {case:28} {median([result.rps for result in results]):>9.0f} {middle.p50:>8.2f} "
-                f"{middle.p99:>8.2f} {middle.p999:>9.2f} {errors:>7} {median(cpu[name, case]):>10.1f}",
+                f"{name:8} {case:28} {statistics.median([result.rps for result in results]):>9.0f} {middle.p50:>8.2f} "
+                f"{middle.p99:>8.2f} {middle.p999:>9.2f} {errors:>7} {statistics.median(cpu[name, case]):>10.1f}",
                 flush=True,
             )
 
@@ -811,7 +806,7 @@ def summarise(  # noqa: PLR0913, PLR0917 - one run's figures
     ten = case_name(10)
 
     def ratio(name: str, case: str) -> float:
-        return median([results[name, case].rps / results["floor", case].rps for results in rounds])
+        return statistics.median([results[name, case].rps / results["floor", case].rps for results in rounds])
 
     for (name, case, awake), figures in fixed.items():
         cpus = "CPUs kept awake" if awake else "idle CPUs"
@@ -824,7 +819,7 @@ def summarise(  # noqa: PLR0913, PLR0917 - one run's figures
     for case in cases:
         print(f"throughput ratio parse-only/floor ({case}): {ratio('parse', case):.2f}")
     for case in cases:
-        ours, bare = median(cpu["webhook", case]), median(cpu["bare", case])
+        ours, bare = statistics.median(cpu["webhook", case]), statistics.median(cpu["bare", case])
         print(
             f"CPU per admission ({case}): webhook {ours:.1f} us, bare protocol {bare:.1f} us (the stack's floor), "
             f"{ours - bare:.1f} us ours"
