@@ -20,8 +20,8 @@ from reviews import make_pod, make_review
 from strategies import pods
 
 from webhook.serve import app as app_module
-from webhook.serve.app import RENDERED_ANSWERS, create_app
-from webhook.serve.connection import Connection, Limits, Registry
+from webhook.serve.app import DEADLINE_MARGIN, MAX_DEADLINE, RENDERED_ANSWERS, create_app
+from webhook.serve.connection import TARGETS_KEPT, Connection, Limits, Registry
 from webhook.serve.decision_log import DecisionLog
 from webhook.serve.sparse import SparseReview
 
@@ -291,6 +291,25 @@ def test_other_paths_go_to_the_fastapi_app(rules: Rules) -> None:
     assert json.loads(answers[0][2])["status"] == "ok"
 
 
+def test_only_a_post_is_a_review(rules: Rules) -> None:
+    body = json.dumps(make_review(make_pod(QUAY))).encode()
+    for method in ("GET", "PUT"):
+        _, answers = exchange(create_app(rules), request(body).replace(b"POST", method.encode(), 1))
+        assert [status for status, _, _ in answers] == [404], method  # the FastAPI app's answer: no such route
+
+
+def test_an_empty_review_is_400_and_closes(rules: Rules) -> None:
+    transport, answers = exchange(create_app(rules), request(b""))
+    assert [(status, json.loads(body)["error"]) for status, _, body in answers] == [(400, "request body is empty")]
+    assert transport.closed
+
+
+def test_a_review_pipelined_behind_an_awaited_answer_waits_its_turn(rules: Rules) -> None:
+    review = request(json.dumps(make_review(make_pod(QUAY))).encode())
+    _, answers = exchange(create_app(rules), b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n" + review)
+    assert [(status, "response" in json.loads(body)) for status, _, body in answers] == [(200, False), (200, True)]
+
+
 def test_a_body_past_the_api_servers_deadline_is_408_and_counted_as_failing_open(rules: Rules) -> None:
     app = create_app(rules)
 
@@ -311,6 +330,37 @@ def test_a_body_past_the_api_servers_deadline_is_408_and_counted_as_failing_open
     samples = app.metrics.registry.get_sample_value
     assert samples("ecr_ptc_webhook_failed_open_total", {"cause": "body_deadline"}) == 1
     assert samples("ecr_ptc_webhook_requests_total", {"path": "/mutate", "code": "408"}) == 1
+
+
+def test_each_request_target_has_its_own_deadline_and_mode(rules: Rules) -> None:
+    """Targets are parsed once and kept (the API server sends one target each time): never one for another."""
+    app = create_app(rules)
+    registry = Registry(8)
+    body = json.dumps(make_review(make_pod(QUAY))).encode()
+    seen: list[tuple[str, float, float, bool]] = []
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for seconds in range(1, TARGETS_KEPT + 40):  # more targets than are kept: the memo starts over
+            for path in ("/mutate", "/audit"):
+                connection = Connection(app, registry, Limits())
+                transport = FakeTransport()
+                connection.connection_made(transport)  # type: ignore[arg-type]
+                head = request(body, f"{path}?timeout={seconds}s")
+                connection.data_received(head[:-1])  # all but the body's last byte
+                seen.append((path, seconds, connection.expires - loop.time(), False))
+                connection.data_received(head[-1:])
+                ((_, _, answer),) = parse_answers(b"".join(transport.writes))
+                patched = "patch" in json.loads(answer)["response"]
+                seen[-1] = (path, seconds, seen[-1][2], patched)
+                connection.connection_lost(None)
+                assert len(registry.targets) <= TARGETS_KEPT
+
+    asyncio.run(run())
+    for path, seconds, left, patched in seen:
+        expected = min(seconds, MAX_DEADLINE) * DEADLINE_MARGIN
+        assert expected - 0.5 < left <= expected, (path, seconds, left)
+        assert patched == (path == "/mutate"), (path, seconds)
 
 
 def _with_identity(body: bytes, uid: str, name: str) -> bytes:

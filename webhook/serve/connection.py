@@ -76,6 +76,22 @@ _HEALTHY: Final = b'{"status":"ok"}'
 _OVERLOADED: Final = b'{"error":"over the connection limit; try again"}'
 
 
+class _Target(NamedTuple):
+    """What a request target says, parsed once per distinct target (the API server sends the same one each time)."""
+
+    raw_path: bytes
+    path: str
+    query: bytes
+    mode: Mode | None
+    """The review's mode if the path is an admission path (for a ``POST``)."""
+    seconds: float
+    """The API server's ``?timeout=`` (:func:`webhook.serve.app.deadline_seconds`)."""
+
+
+TARGETS_KEPT: Final = 64
+"""Distinct request targets kept parsed; past that, the memo starts over."""
+
+
 class _Request(NamedTuple):
     """One request as parsed, kept apart from the parser's state so the next one can be parsed meanwhile."""
 
@@ -122,6 +138,22 @@ class Registry:
         self._trimmed_at = -math.inf
         self.closed_total = 0
         """Connections lost since the start: trims begin once it reaches :data:`TRIM_AFTER_CLOSED`."""
+        self.targets: dict[bytes, _Target] = {}
+        """Request targets parsed (see :meth:`target`)."""
+
+    def target(self, url: bytes) -> _Target:
+        """``url`` parsed, from the memo when seen (raises ``httptools.HttpParserInvalidURLError`` as parsing does)."""
+        found = self.targets.get(url)
+        if found is not None:
+            return found
+        parsed = httptools.parse_url(url)
+        path = parsed.path.decode("latin-1")
+        query = cast("bytes | None", parsed.query) or b""  # the stubs say bytes; it is None without a query
+        target = _Target(parsed.path, path, query, ADMISSION_PATHS.get(path), deadline_seconds(query))
+        if len(self.targets) >= TARGETS_KEPT:
+            self.targets.clear()
+        self.targets[url] = target
+        return target
 
     def watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Sweep the connections' bounds every :data:`RESOLUTION` seconds while any is open."""
@@ -331,12 +363,11 @@ class Connection(asyncio.Protocol):
         self._upgraded = self._upgraded or self.parser.should_upgrade()
         if len(self._url) + self._header_size > self.limits.max_header_bytes:
             self._refuse(431, f"request line and headers over {self.limits.max_header_bytes} bytes")
-        parsed = httptools.parse_url(self._url)
-        self._raw_path = parsed.path
-        self._path = path = parsed.path.decode("latin-1")
-        self._query = parsed.query or b""
-        method = self.parser.get_method()
-        self._mode = ADMISSION_PATHS.get(path) if method == b"POST" else None
+        target = self.registry.target(self._url)
+        self._raw_path = target.raw_path
+        self._path = target.path
+        self._query = target.query
+        self._mode = target.mode if target.mode is not None and self.parser.get_method() == b"POST" else None
         if self._mode is None:
             self._body_limit = OTHER_BODY_LIMIT
             self._arm(self.limits.header_timeout)
@@ -346,8 +377,7 @@ class Connection(asyncio.Protocol):
             check_request(self._content_type, self._content_length, self._body_limit)
         except AdmissionError as error:
             self._refuse(error.status, error.message)
-        seconds = deadline_seconds(self._query)
-        self._deadline = self.loop.time() + seconds * DEADLINE_MARGIN
+        self._deadline = self.loop.time() + target.seconds * DEADLINE_MARGIN
         self._arm_at(self._deadline, 408, "request body not received within the API server's timeout")
 
     def on_body(self, body: bytes) -> None:
@@ -360,24 +390,32 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         """The request is in: answer it, or queue it behind the one being answered (pipelining)."""
         self._disarm()
-        request = _Request(
-            path=self._path,
-            raw_path=self._raw_path,
-            query=self._query,
-            method=self.parser.get_method(),
-            http_version=self.parser.get_http_version(),
-            headers=self._headers,
-            body=self._body[0] if len(self._body) == 1 else b"".join(self._body),
-            keep_alive=self.parser.should_keep_alive(),
-            mode=self._mode,
-            started=self._started,
-            deadline=self._deadline,
-        )
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body = []
-        if self._busy:
-            self._queue.append(request)
+        mode = self._mode
+        if mode is not None and body and self.admitted and not self._busy:  # a review, as the API server sends them
+            self._busy = True
+            self._review(
+                self._path, mode, body, self._deadline, self._started, keep_alive=self.parser.should_keep_alive()
+            )
         else:
-            self._dispatch(request)
+            request = _Request(
+                path=self._path,
+                raw_path=self._raw_path,
+                query=self._query,
+                method=self.parser.get_method(),
+                http_version=self.parser.get_http_version(),
+                headers=self._headers,
+                body=body,
+                keep_alive=self.parser.should_keep_alive(),
+                mode=mode,
+                started=self._started,
+                deadline=self._deadline,
+            )
+            if self._busy:
+                self._queue.append(request)
+            else:
+                self._dispatch(request)
         if self._busy:
             self._pause()  # nothing more is read until the answer is made (most are made before this line)
 
@@ -397,7 +435,13 @@ class Connection(asyncio.Protocol):
             body = self.app.refuse(path, 400, "request body is empty", request.started)
             self._answer(400, body, keep_alive=False)
             return
-        result = self.app.answer(path, request.mode, request.body, request.deadline, request.started)
+        self._review(path, request.mode, request.body, request.deadline, request.started, keep_alive=keep_alive)
+
+    def _review(  # noqa: PLR0913 - one request's fields, passed once
+        self, path: str, mode: Mode, body: bytes, deadline: float, started: float, *, keep_alive: bool
+    ) -> None:
+        """Answer an admission review, now or once the app's coroutine is done."""
+        result = self.app.answer(path, mode, body, deadline, started)
         if isinstance(result, tuple):
             self._answer(*result, keep_alive=keep_alive and result[0] < 400)
         else:
@@ -463,14 +507,17 @@ class Connection(asyncio.Protocol):
         if transport is None or self._closed:
             return
         close = not keep_alive or self.registry.closing or not self.admitted or self._upgraded
-        head = b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n" % (
-            status,
-            _REASONS.get(status, b"Unknown"),
-            content_type,
-            len(body),
-            b"connection: close\r\n" if close else b"",
+        transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n%s"
+            % (
+                status,
+                _REASONS.get(status, b"Unknown"),
+                content_type,
+                len(body),
+                b"connection: close\r\n" if close else b"",
+                body,
+            )
         )
-        transport.write(head + body)
         if close:
             self.close()
             return
