@@ -29,7 +29,10 @@ LOGGER: Final = "webhook.decisions"
 _LOG_NAME: Final = "webhook.decision_log"
 """This module's own warnings (a line not written); a stable name, as every logger name users filter on."""
 FLUSH_SECONDS: Final = 0.2
-BATCH_BYTES: Final = 64 * 1024
+BATCH_BYTES: Final = 512 * 1024
+"""Pending bytes that are written at once rather than at the next timer: each batch is a hand-over to the writer
+thread, which takes the interpreter's lock from the event loop (hack/bench: 64 KiB batches cost about 3% more CPU per
+admission at full load)."""
 RENDERED_BYTES: Final = 4 * 1024 * 1024
 """Per-decision JSON kept rendered for reuse, in bytes; past that, the memo starts over. A review whose lines alone
 are over an eighth of it (a pod with thousands of containers or huge image strings) is rendered but not kept."""
@@ -81,8 +84,8 @@ class DecisionLog:
         if not decisions or not self._logger.isEnabledFor(logging.INFO):
             return
         try:
-            head = self._head() + (b"," + orjson.dumps(review)[1:-1] if review else b"")
-            lines = head + head.join(self._lines(decisions))  # head, line, head, line...: each line complete
+            head = self._head() + memoryview(orjson.dumps(review))[1:-1] if review else self._head()[:-1]
+            lines = head.join(self._lines(decisions))  # "", head, line, head, line...: each line complete
         except Exception as error:  # noqa: BLE001 - e.g. a value orjson cannot encode
             logging.getLogger(_LOG_NAME).warning("decision log line not written: %s", error)
             return
@@ -127,18 +130,20 @@ class DecisionLog:
         self.flush()
 
     def _head(self) -> bytes:
-        """``{"time":...,"level":"info","logger":...,"msg":"decision"`` for the current second."""
+        """``{"time":...,"level":"info","logger":...,"msg":"decision",`` for the current second."""
         now = self._clock()
         second = int(now)
         if second != self._second:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))  # as logging.Formatter.formatTime
             line = {"time": stamp, "level": "info", "logger": LOGGER, "msg": "decision"}
-            self._head_prefix = orjson.dumps(line)[:-1]
+            self._head_prefix = orjson.dumps(line)[:-1] + b","
             self._second = second
         return self._head_prefix
 
     def _lines(self, decisions: Sequence[Mapping[str, str | None]]) -> tuple[bytes, ...]:
-        """Each decision as the rest of a line (``,"container":...}`` and a newline), rendered once per object.
+        """An empty first item, then each decision as the rest of a line (``,"container":...}`` and a newline).
+
+        Joined by a line's head, they are the review's lines. Rendered once per object.
 
         A cached review's decisions are one shared object (see ``webhook.core.review_cache``); the memo keeps a
         reference to each so its id is not reused while it is in there.
@@ -146,7 +151,7 @@ class DecisionLog:
         found = self._rendered.get(id(decisions))
         if found is not None and found[0] is decisions:
             return found[1]
-        lines = tuple((b"," + orjson.dumps(decision)[1:] if decision else b"}") + b"\n" for decision in decisions)
+        lines = (b"", *((b"," + orjson.dumps(decision)[1:] if decision else b"}") + b"\n" for decision in decisions))
         size = sum(len(line) for line in lines)
         if size <= RENDERED_BYTES // 8:
             if self.rendered_bytes + size > RENDERED_BYTES:
