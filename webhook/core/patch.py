@@ -172,7 +172,11 @@ def annotation_state(metadata: object) -> tuple[object, ...]:
     """
     if not is_json_object(metadata):
         return ("no-metadata",)
-    annotations = metadata.get("annotations")
+    return annotations_state(metadata.get("annotations"))
+
+
+def annotations_state(annotations: object) -> tuple[object, ...]:
+    """:func:`annotation_state` of metadata whose ``annotations`` are these."""
     if not is_json_object(annotations):
         return ("no-annotations",)
     record = annotations.get(ORIGINAL_IMAGES_ANNOTATION)

@@ -242,7 +242,7 @@ class WebhookApp:
             if outcome.plan is not None:
                 self.metrics.count_served(rendered.counts)
                 _log_decisions(self.decision_log, outcome.plan, identity, effective, left_out=rendered.left_out)
-            return rendered.prefix + orjson.dumps(identity[0]) + rendered.suffix
+            return b"".join((rendered.prefix, orjson.dumps(identity[0]), rendered.suffix))
         except Exception:  # the full path then answers, or fails open as it does
             log.exception("answer from the review cache failed; deciding in full")
             return None

@@ -28,7 +28,7 @@ import msgspec
 import orjson
 
 from webhook.core.admission import API_VERSION, KIND, parse_review
-from webhook.core.patch import annotation_state
+from webhook.core.patch import annotation_state, annotations_state
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -163,7 +163,7 @@ def _template_key(decoded: _Review) -> Hashable | None:
         return None
     pod = request.object_
     metadata = pod.metadata
-    state = annotation_state(None if metadata is None else {"annotations": metadata.annotations})
+    state = annotation_state(None) if metadata is None else annotations_state(metadata.annotations)
     spec = pod.spec
     if spec is None:
         return ("sparse", None, None, None, (), False, state)
