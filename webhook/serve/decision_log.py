@@ -29,10 +29,11 @@ LOGGER: Final = "webhook.decisions"
 _LOG_NAME: Final = "webhook.decision_log"
 """This module's own warnings (a line not written); a stable name, as every logger name users filter on."""
 FLUSH_SECONDS: Final = 0.2
-BATCH_BYTES: Final = 512 * 1024
-"""Pending bytes that are written at once rather than at the next timer: each batch is a hand-over to the writer
-thread, which takes the interpreter's lock from the event loop (hack/bench: 64 KiB batches cost about 3% more CPU per
-admission at full load)."""
+BATCH_BYTES: Final = 128 * 1024
+"""Pending bytes that are written at once rather than at the next timer. Each batch is a hand-over to the writer
+thread, which takes the interpreter's lock from the event loop: at full load 64 KiB batches cost about 3% more CPU
+per admission than 512 KiB ones, but those grew the RSS 8 MiB more in a minute (allocator heaps, hack/bench's mixed
+cases). 128 KiB grew it no more than 64 KiB."""
 RENDERED_BYTES: Final = 4 * 1024 * 1024
 """Per-decision JSON kept rendered for reuse, in bytes; past that, the memo starts over. A review whose lines alone
 are over an eighth of it (a pod with thousands of containers or huge image strings) is rendered but not kept."""
