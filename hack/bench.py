@@ -729,9 +729,14 @@ def measure_throughput(
                 result = results[name, case] = run_wrk(port, "/mutate", body, load, client)
                 cpu.setdefault((name, case), []).append((cpu_seconds(pid) - before) / max(result.requests, 1) * 1e6)
         rounds.append(results)
-        ratios = ", ".join(f"{case} {results['webhook', case].rps / results['floor', case].rps:.2f}" for case in bodies)
+        ratios = ", ".join(f"{case} {to_floor(results, 'webhook', case):.2f}" for case in bodies)
         print(f"round {number}/{load.rounds}: throughput ratio webhook/floor: {ratios}", flush=True)
     return rounds, cpu
+
+
+def to_floor(results: dict[tuple[str, str], Result], name: str, case: str) -> float:
+    """One round's throughput ratio of server ``name`` to the floor, for ``case``."""
+    return results[name, case].rps / results["floor", case].rps
 
 
 def measure_latency(
@@ -764,7 +769,7 @@ def measure_latency(
 
 
 def print_table(
-    rounds: list[dict[tuple[str, str], Result]],
+    rounds: Rounds,
     cpu: dict[tuple[str, str], list[float]],
     names: Sequence[str],
     cases: tuple[str, ...],
@@ -794,7 +799,7 @@ def mutate_buckets(port: int, ca: Path) -> list[int]:
 
 
 def summarise(  # noqa: PLR0913, PLR0917 - one run's figures
-    rounds: list[dict[tuple[str, str], Result]],
+    rounds: Rounds,
     cpu: dict[tuple[str, str], list[float]],
     fixed: dict[tuple[str, str, bool], Fixed],
     peaks: dict[str, float],
@@ -806,7 +811,7 @@ def summarise(  # noqa: PLR0913, PLR0917 - one run's figures
     ten = case_name(10)
 
     def ratio(name: str, case: str) -> float:
-        return statistics.median([results[name, case].rps / results["floor", case].rps for results in rounds])
+        return statistics.median([to_floor(results, name, case) for results in rounds])
 
     for (name, case, awake), figures in fixed.items():
         cpus = "CPUs kept awake" if awake else "idle CPUs"

@@ -126,12 +126,8 @@ def main() -> int:
     def run(count: int) -> None:
         if args.through == "asgi":
             loop.run_until_complete(admit(app, bodies, count))
-            return
-
-        async def fed() -> None:
-            await admit_through_connection(connection, bodies, count)
-
-        loop.run_until_complete(fed())
+        else:
+            loop.run_until_complete(admit_through_connection(connection, bodies, count))
 
     async def connected() -> Connection:
         made = Connection(app, Registry(16), Limits())

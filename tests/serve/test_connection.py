@@ -348,11 +348,10 @@ def test_each_request_target_has_its_own_deadline_and_mode(rules: Rules) -> None
                 connection.connection_made(transport)  # type: ignore[arg-type]
                 head = request(body, f"{path}?timeout={seconds}s")
                 connection.data_received(head[:-1])  # all but the body's last byte
-                seen.append((path, seconds, connection.expires - loop.time(), False))
+                left = connection.expires - loop.time()
                 connection.data_received(head[-1:])
                 ((_, _, answer),) = parse_answers(b"".join(transport.writes))
-                patched = "patch" in json.loads(answer)["response"]
-                seen[-1] = (path, seconds, seen[-1][2], patched)
+                seen.append((path, seconds, left, "patch" in json.loads(answer)["response"]))
                 connection.connection_lost(None)
                 assert len(registry.targets) <= TARGETS_KEPT
 
