@@ -210,3 +210,22 @@ def test_a_value_orjson_cannot_encode_loses_the_line_not_the_review(caplog: pyte
     log.flush()
     assert stream.getvalue() == b""
     assert "decision log line not written" in caplog.text
+
+
+def test_a_review_that_cannot_be_written_loses_only_its_own_lines(caplog: pytest.LogCaptureFixture) -> None:
+    stream = io.BytesIO()
+    log = DecisionLog(stream, flush_seconds=60)
+
+    async def three_reviews() -> None:  # on a loop: batched, so made into lines together when flushed
+        log.write({**REVIEW, "uid": "first"}, DECISIONS)
+        log.write({**REVIEW, "uid": "\ud800"}, DECISIONS)
+        log.write({**REVIEW, "uid": "third"}, DECISIONS[:1])
+        log.flush()
+
+    asyncio.run(three_reviews())
+    assert [(line["uid"], line["container"]) for line in lines(stream)] == [
+        ("first", "c0"),
+        ("first", "c1"),
+        ("third", "c0"),
+    ]
+    assert "decision log line not written" in caplog.text

@@ -419,7 +419,7 @@ def _log_decisions(
     decisions: DecisionLog, plan: PodPlan, identity: tuple[str, str, str], mode: Mode, *, left_out: bool
 ) -> None:
     """The decision lines of one review; ``identity``: its uid, namespace and pod name."""
-    if plan.decisions and decisions.enabled:
+    if plan.decisions:  # the log's level is checked by write()
         uid, namespace, name = identity
         review = {"uid": uid, "namespace": namespace, "pod": name, "mode": mode.value}
         if left_out:
