@@ -20,6 +20,7 @@ from reviews import make_pod, make_review
 from strategies import pods
 
 from webhook.serve import app as app_module
+from webhook.serve import connection as connection_module
 from webhook.serve.app import DEADLINE_MARGIN, MAX_DEADLINE, RENDERED_ANSWERS, create_app
 from webhook.serve.connection import TARGETS_KEPT, Connection, Limits, Registry
 from webhook.serve.decision_log import DecisionLog
@@ -289,6 +290,30 @@ def test_other_paths_go_to_the_fastapi_app(rules: Rules) -> None:
     _, answers = exchange(app, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\nGET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
     assert [status for status, _, _ in answers] == [200, 404]  # pipelined behind an answer that awaits: in order
     assert json.loads(answers[0][2])["status"] == "ok"
+
+
+def test_each_answer_has_its_own_status_content_type_and_length(rules: Rules) -> None:
+    review = json.dumps(make_review(make_pod(QUAY))).encode()
+    data = (
+        request(review)
+        + b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        + request(review)
+        + b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n"
+        + request(b"{}")
+    )
+    _, answers = exchange(create_app(rules), data)
+    assert [status for status, _, _ in answers] == [200, 200, 200, 404, 400]
+    kinds = [headers["content-type"].partition(";")[0] for _, headers, _ in answers]
+    assert kinds == ["application/json", "text/plain", "application/json", "application/json", "application/json"]
+    assert [headers.get("connection") for _, headers, _ in answers] == [None, None, None, None, "close"]
+    assert json.loads(answers[2][2])["response"]["patchType"] == "JSONPatch"
+
+
+def test_answer_heads_kept_made_stay_bounded() -> None:
+    for index in range(3 * connection_module.HEADS_KEPT):
+        head = connection_module._head(200, b"text/x-%d" % index)  # the memo's bound
+        assert head == b"HTTP/1.1 200 OK\r\ncontent-type: text/x-%d\r\ncontent-length: " % index
+    assert len(connection_module._HEADS) <= connection_module.HEADS_KEPT
 
 
 def test_only_a_post_is_a_review(rules: Rules) -> None:

@@ -55,6 +55,7 @@ RESOLUTION: Final = 0.05
 """Seconds between checks of the connections' bounds: how late a bound may be enforced. The body's deadline is 90%
 of the API server's timeout (at least 1 s), so a 408 still comes before the API server gives up."""
 _NOT_IN_TIME: Final = (408, "request not received in time")
+_BODY_LATE: Final = (408, "request body not received within the API server's timeout")
 MAX_PIPELINED: Final = 16
 """Requests queued behind the one being answered (the API server never pipelines; a client that does is served in
 order, up to this many at a time)."""
@@ -377,8 +378,8 @@ class Connection(asyncio.Protocol):
             check_request(self._content_type, self._content_length, self._body_limit)
         except AdmissionError as error:
             self._refuse(error.status, error.message)
-        self._deadline = self.loop.time() + target.seconds * DEADLINE_MARGIN
-        self._arm_at(self._deadline, 408, "request body not received within the API server's timeout")
+        self._deadline = self.expires = self.loop.time() + target.seconds * DEADLINE_MARGIN
+        self._expiry = _BODY_LATE
 
     def on_body(self, body: bytes) -> None:
         """A part of the body, counted against the limit as it arrives."""
@@ -507,17 +508,8 @@ class Connection(asyncio.Protocol):
         if transport is None or self._closed:
             return
         close = not keep_alive or self.registry.closing or not self.admitted or self._upgraded
-        transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s\r\n%s"
-            % (
-                status,
-                _REASONS.get(status, b"Unknown"),
-                content_type,
-                len(body),
-                b"connection: close\r\n" if close else b"",
-                body,
-            )
-        )
+        head = _HEADS.get((status, content_type)) or _head(status, content_type)
+        transport.write(b"%s%d%s%s" % (head, len(body), _CLOSE if close else _KEEP_OPEN, body))
         if close:
             self.close()
             return
@@ -581,10 +573,6 @@ class Connection(asyncio.Protocol):
         self.expires = self.loop.time() + seconds
         self._expiry = _NOT_IN_TIME
 
-    def _arm_at(self, when: float, status: int, message: str) -> None:
-        self.expires = when
-        self._expiry = (status, message)
-
     def _disarm(self) -> None:
         self.expires = math.inf
 
@@ -610,6 +598,26 @@ class Connection(asyncio.Protocol):
             self._paused = False
             with contextlib.suppress(RuntimeError):
                 self.transport.resume_reading()
+
+
+_HEADS: Final[dict[tuple[int, bytes], bytes]] = {}
+"""Status line and content type, up to ``content-length: ``, by status and content type (made once each)."""
+HEADS_KEPT: Final = 32
+"""Heads kept made; the app answers with a handful of statuses and content types."""
+_KEEP_OPEN: Final = b"\r\n\r\n"
+_CLOSE: Final = b"\r\nconnection: close\r\n\r\n"
+
+
+def _head(status: int, content_type: bytes) -> bytes:
+    """An answer's head up to its length: formatting the whole head each time cost a microsecond (hack/bench)."""
+    head = b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: " % (
+        status,
+        _REASONS.get(status, b"Unknown"),
+        content_type,
+    )
+    if len(_HEADS) < HEADS_KEPT:
+        _HEADS[status, content_type] = head
+    return head
 
 
 def _error(message: str) -> bytes:
