@@ -197,8 +197,8 @@ def has_pull_secrets(spec: object) -> bool:
 
 
 def is_json_object(value: object) -> TypeGuard[Mapping[str, Any]]:
-    """``isinstance(value, Mapping)``, with decoded JSON's ``dict`` answered first (an ABC check costs a call)."""
-    return type(value) is dict or isinstance(value, Mapping)
+    """``isinstance(value, Mapping)``, decoded JSON's ``dict`` and ``None`` answered first (an ABC check is slow)."""
+    return type(value) is dict or (value is not None and isinstance(value, Mapping))
 
 
 def is_opted_out(metadata: object) -> bool:

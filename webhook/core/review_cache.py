@@ -55,7 +55,7 @@ class ReviewCache:
         self.bytes = 0
         """What the kept answers hold, estimated."""
         self._rules: Rules | None = None
-        self._outcomes: collections.OrderedDict[tuple[Mode, Hashable], tuple[Outcome, int]]
+        self._outcomes: collections.OrderedDict[tuple[Mode, Hashable], tuple[Outcome, int, _Record]]
         self._outcomes = collections.OrderedDict()
 
     def __len__(self) -> int:
@@ -94,10 +94,10 @@ class ReviewCache:
         weight = _weight(template, outcome)
         if weight <= self.max_bytes // 64:
             self.misses += 1
-            self._outcomes[mode, template if key is None else key] = (outcome, weight)
+            self._outcomes[mode, template if key is None else key] = (outcome, weight, _record_of(outcome))
             self.bytes += weight
             while len(self._outcomes) > self.maxsize or self.bytes > self.max_bytes:
-                _, (_, dropped) = self._outcomes.popitem(last=False)
+                _, (_, dropped, _) = self._outcomes.popitem(last=False)
                 self.bytes -= dropped
         return outcome
 
@@ -113,11 +113,14 @@ class ReviewCache:
             return None
         cache_key = (mode, key)
         found = self._outcomes.get(cache_key)
-        if found is None or not _annotations_fit(annotations, found[0]):
+        if found is None:
+            return None
+        outcome, _, record = found  # never a record left out (False): such answers are not kept
+        if isinstance(record, str) and not record_fits(annotations, record):
             return None
         self.hits += 1
         self._outcomes.move_to_end(cache_key)
-        return found[0]
+        return outcome
 
     def _follow(self, rules: Rules) -> None:
         """Start over when the rules changed: every kept answer was decided by the old ones."""
@@ -133,6 +136,22 @@ def _annotations_of(pod: Mapping[str, Any]) -> object:
     return metadata.get("annotations") if is_json_object(metadata) else None
 
 
+_Record = str | bool
+"""How a kept answer's patch meets a pod's other annotations: the original-images record it writes beside them (it
+must fit), ``True`` when nothing it writes can overflow them, ``False`` when it left the record out for lack of room."""
+
+
+def _record_of(outcome: Outcome) -> _Record:
+    """:data:`_Record` of ``outcome``: found once when the answer is kept, read on every hit."""
+    plan = outcome.plan
+    if plan is None or not plan.patch or outcome.body["response"].get("patchType") is None:
+        return True
+    last = plan.patch[-1]
+    if last["path"] == RECORD_POINTER:
+        return str(last["value"])
+    return last["path"].startswith("/metadata")  # written whole (no annotations before): it fits every such pod
+
+
 def _annotations_fit(annotations: object, outcome: Outcome) -> bool:
     """Whether ``outcome``'s patch suits a pod's ``annotations``: the record it writes fits them, or it needs none.
 
@@ -140,13 +159,8 @@ def _annotations_fit(annotations: object, outcome: Outcome) -> bool:
     would push this pod over the annotation limit is not reused (``review`` then answers without it), and an answer
     that left the record out for lack of room is never kept.
     """
-    plan = outcome.plan
-    if plan is None or not plan.patch or outcome.body["response"].get("patchType") is None:
-        return True
-    last = plan.patch[-1]
-    if last["path"] == RECORD_POINTER:
-        return record_fits(annotations, last["value"])
-    return last["path"].startswith("/metadata")  # written whole (no annotations before): it fits every such pod
+    record = _record_of(outcome)
+    return record_fits(annotations, record) if isinstance(record, str) else record
 
 
 def _is_pod_create(request: Review) -> bool:
