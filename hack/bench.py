@@ -14,8 +14,11 @@ Pod cases: 1, 10 and 100 containers (image and name only, as before), and a real
 
 Throughput: every server is started once and stays up (idle while another is measured); Debian's ``wrk`` saturates
 each in turn over 16 kept-open connections, for every case, and the whole sequence runs ``--rounds`` times (A B A B:
-a slow minute of a shared machine lands on every server, not on one). Each figure is the median of its rounds, and
-each ratio the median of the rounds' own ratios; every round's ratios are printed as it ends, so the spread shows.
+a slow minute of a shared machine lands on every server, not on one). Within a round the webhook is measured right
+after the floor and the order is reversed every other round (:func:`round_order`): a ratio's two figures are taken
+seconds apart, and a drift of the machine's speed across a round does not favour either. Each figure is the median
+of its rounds, and each ratio the median of the rounds' own ratios; every round's ratios are printed as it ends, so
+the spread shows.
 
 Latency at a fixed rate: ``hack/openload.py``, an open-loop client with Poisson arrivals over 8 kept-open
 connections, measured from when each request was due (see its docstring; ``hey``'s workers fire in aligned bursts
@@ -724,7 +727,8 @@ def measure_throughput(
     for number in range(1, load.rounds + 1):
         results: dict[tuple[str, str], Result] = {}
         for case, body in bodies.items():
-            for name, (port, pid) in servers.items():
+            for name in round_order(tuple(servers), number):
+                port, pid = servers[name]
                 before = cpu_seconds(pid)
                 result = results[name, case] = run_wrk(port, "/mutate", body, load, client)
                 cpu.setdefault((name, case), []).append((cpu_seconds(pid) - before) / max(result.requests, 1) * 1e6)
@@ -732,6 +736,14 @@ def measure_throughput(
         ratios = ", ".join(f"{case} {to_floor(results, 'webhook', case):.2f}" for case in bodies)
         print(f"round {number}/{load.rounds}: throughput ratio webhook/floor: {ratios}", flush=True)
     return rounds, cpu
+
+
+def round_order(names: Sequence[str], number: int) -> list[str]:
+    """The order servers are measured in round ``number`` (from 1): floor, webhook, before, then the other references;
+    reversed in even rounds. The ratios' figures are taken next to each other, and alternately first and last."""
+    first = [name for name in ("floor", "webhook", "before") if name in names]
+    order = first + [name for name in names if name not in first]
+    return order if number % 2 else order[::-1]
 
 
 def to_floor(results: dict[tuple[str, str], Result], name: str, case: str) -> float:
