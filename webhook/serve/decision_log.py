@@ -4,9 +4,10 @@ Every pod the API server sends is logged, image by image, so this is the webhook
 diagnostic: it is written the way access logs are. Each line is rendered with orjson, the part a pod template
 shares (container, original, result, action, reason, tier) once per template, and lines are written to stderr in
 batches, every :data:`FLUSH_SECONDS` or at :data:`BATCH_BYTES`, and when the server stops. An admission only
-queues its review's fields beside the shared renderings; the lines are put together when their batch is written. Through ``logging``, a
-record per review cost more than the review itself (hack/bench). The lines read exactly like the other log lines
-(``webhook.logs``): ``{"time", "level", "logger": "webhook.decisions", "msg": "decision", "uid", ...}``.
+queues its review's fields beside the shared renderings; the lines are put together when their batch is written.
+Through ``logging``, a record per review cost more than the review itself (hack/bench). The lines read exactly like
+the other log lines (``webhook.logs``): ``{"time", "level", "logger": "webhook.decisions", "msg": "decision", "uid",
+...}``.
 
 The ``webhook.decisions`` logger's level decides whether anything is written: ``--log-level warning`` turns the
 decision log off. A crash (SIGKILL, OOM) loses at most the last :data:`FLUSH_SECONDS` of lines; errors and warnings go
@@ -85,7 +86,8 @@ class DecisionLog:
     def write(self, review: Mapping[str, str], decisions: Sequence[Mapping[str, str | None]]) -> None:
         """Log one review: a line per decision, each with the ``review`` fields (uid, namespace, pod, mode) first.
 
-        Never raises: losing log lines must not fail an admission.
+        ``review`` is read when its batch is written: it must not change after this call. Never raises: losing log
+        lines must not fail an admission.
         """
         if not decisions or not self._logger.isEnabledFor(logging.INFO):
             return
