@@ -101,7 +101,7 @@ class DecisionLog:
         self._size += size + (len(lines) - 1) * (len(head) + _FIELDS_BYTES)
         if self._size >= self._batch_bytes:
             self.flush()
-        elif self._timer_loop is None or not self._timer_loop.is_running():
+        elif self._timer_loop is None or not self._timer_loop.is_running():  # else one is scheduled on this loop
             self._schedule_flush()
 
     def flush(self) -> None:
@@ -122,16 +122,14 @@ class DecisionLog:
             logging.getLogger(_LOG_NAME).warning("decision log lines lost: %s", error)
 
     def _schedule_flush(self) -> None:
-        if self._timer_loop is not None and self._timer_loop.is_running():
-            return  # a flush is scheduled on the running loop (this one: used from its thread only)
+        """Flush later on the running loop (none is scheduled on it: :meth:`write` checks), or now off a loop."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # not on an event loop (a script, a test): nothing would flush later
             self.flush()
             return
-        if self._timer_loop is not loop:
-            self._timer_loop = loop
-            loop.call_later(self._flush_seconds, self._flush_on_timer)
+        self._timer_loop = loop
+        loop.call_later(self._flush_seconds, self._flush_on_timer)
 
     def _flush_on_timer(self) -> None:
         self._timer_loop = None
