@@ -32,7 +32,7 @@ import orjson
 
 from webhook.exceptions import AdmissionError
 from webhook.serve.allocator import TRIM_AFTER_CLOSED, TRIM_INTERVAL, release_free_memory
-from webhook.serve.app import ADMISSION_PATHS, DEADLINE_MARGIN, check_request, deadline_seconds
+from webhook.serve.app import ADMISSION_PATHS, DEADLINE_MARGIN, DEFAULT_DEADLINE, check_request, deadline_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, MutableMapping
@@ -91,6 +91,8 @@ class _Target(NamedTuple):
 
 TARGETS_KEPT: Final = 64
 """Distinct request targets kept parsed; past that, the memo starts over."""
+_NO_TARGET: Final = _Target(b"", "", b"", None, DEFAULT_DEADLINE)
+"""Before a connection's first request head is complete."""
 
 
 class _Request(NamedTuple):
@@ -230,9 +232,7 @@ class Connection(asyncio.Protocol):
         self._head_bytes = 0
         self._header_count = 0
         self._url = b""
-        self._path = ""
-        self._raw_path = b""
-        self._query = b""
+        self._target = _NO_TARGET
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_size = 0
         self._content_type = b""
@@ -364,10 +364,7 @@ class Connection(asyncio.Protocol):
         self._upgraded = self._upgraded or self.parser.should_upgrade()
         if len(self._url) + self._header_size > self.limits.max_header_bytes:
             self._refuse(431, f"request line and headers over {self.limits.max_header_bytes} bytes")
-        target = self.registry.target(self._url)
-        self._raw_path = target.raw_path
-        self._path = target.path
-        self._query = target.query
+        self._target = target = self.registry.target(self._url)
         self._mode = target.mode if target.mode is not None and self.parser.get_method() == b"POST" else None
         if self._mode is None:
             self._body_limit = OTHER_BODY_LIMIT
@@ -397,13 +394,14 @@ class Connection(asyncio.Protocol):
         if mode is not None and body and self.admitted and not self._busy:  # a review, as the API server sends them
             self._busy = True
             self._review(
-                self._path, mode, body, self._deadline, self._started, keep_alive=self.parser.should_keep_alive()
+                self._target.path, mode, body, self._deadline, self._started, keep_alive=self.parser.should_keep_alive()
             )
         else:
+            target = self._target
             request = _Request(
-                path=self._path,
-                raw_path=self._raw_path,
-                query=self._query,
+                path=target.path,
+                raw_path=target.raw_path,
+                query=target.query,
                 method=self.parser.get_method(),
                 http_version=self.parser.get_http_version(),
                 headers=self._headers,
