@@ -607,7 +607,7 @@ _CLOSE: Final = b"\r\nconnection: close\r\n\r\n"
 
 
 def _head(status: int, content_type: bytes) -> bytes:
-    """An answer's head up to its length: formatting the whole head each time cost a microsecond (hack/bench)."""
+    """An answer's head up to its length: formatting the whole head each time cost a microsecond (timeit)."""
     head = b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: " % (
         status,
         _REASONS.get(status, b"Unknown"),
